@@ -1,0 +1,23 @@
+"""ASGI entry point: HTTP goes to Django, websockets through the URL router."""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbase.settings.local")
+
+from django.core.asgi import get_asgi_application
+
+# Django must be set up before anything imports models (the routes do).
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from chatbase.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        # Each websocket consumer checks its own Origin policy (the chat socket has a
+        # per-bot allow-list), so no blanket AllowedHostsOriginValidator here.
+        "websocket": URLRouter(websocket_urlpatterns),
+    }
+)

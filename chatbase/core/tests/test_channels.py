@@ -1,0 +1,48 @@
+"""The channel layer works (in-memory, or Redis when REDIS_URL is set)."""
+
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from chatbase.asgi import application
+
+
+async def test_ping_round_trips_through_the_channel_layer(settings):
+    communicator = WebsocketCommunicator(application, "/ws/ping/")
+    connected, _ = await communicator.connect()
+    assert connected
+    await communicator.send_json_to({"type": "ping", "payload": "hello"})
+    reply = await communicator.receive_json_from(timeout=5)
+    assert reply == {"type": "pong", "payload": "hello", "via": "channel_layer"}
+    await communicator.disconnect()
+
+
+async def test_bad_frames_get_error_frames_and_the_socket_stays_open():
+    communicator = WebsocketCommunicator(application, "/ws/ping/")
+    await communicator.connect()
+    await communicator.send_to(text_data="{nope")
+    assert (await communicator.receive_json_from())["code"] == "invalid"
+    await communicator.send_json_to({"type": "nope"})
+    assert (await communicator.receive_json_from())["code"] == "invalid"
+    await communicator.send_json_to(["not", "an", "object"])
+    assert (await communicator.receive_json_from())["code"] == "invalid"
+    await communicator.send_json_to({"type": "ping", "payload": {"nested": 1}})
+    assert (await communicator.receive_json_from())["code"] == "invalid"
+    await communicator.send_json_to({"type": "ping", "payload": 1})
+    assert (await communicator.receive_json_from())["type"] == "pong"
+    await communicator.disconnect()
+
+
+async def test_unknown_websocket_path_is_refused():
+    communicator = WebsocketCommunicator(application, "/ws/nothing/")
+    connected, code = await communicator.connect()
+    assert not connected
+    assert code == 4404
+
+
+@pytest.mark.redis
+def test_redis_channel_layer_is_configured(settings):
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    assert type(layer).__module__.startswith("channels_redis")
+    assert layer.hosts[0]["socket_timeout"] is None

@@ -1,0 +1,28 @@
+"""Test settings: the real embedded PostgreSQL and, when REDIS_URL is set, real Redis."""
+
+import os
+
+from .base import *
+from .base import CACHES, CELERY_BROKER_TRANSPORT_OPTIONS, CHANNEL_LAYERS, REDIS_URL, VAR_DIR
+
+SECRET_KEY = "test-secret-key-not-for-production-use-0123456789abcdef"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+
+# Tests run the tasks they trigger in-process so that assertions can follow them;
+# the tests that need a real worker start one against the broker explicitly.
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_TASK_EAGER_PROPAGATES = True
+
+MEDIA_ROOT = VAR_DIR / "test-media"
+
+if REDIS_URL:
+    # Several test runs may share one Redis (CI, developers, pytest-xdist workers):
+    # keep every run's keys apart.
+    _prefix = f"chatbase-test-{os.getpid()}"
+    CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"{_prefix}:asgi"
+    CACHES["default"]["KEY_PREFIX"] = _prefix
+    CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = f"{_prefix}:celery:"
+    REDIS_PREFIX = _prefix
