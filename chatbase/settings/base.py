@@ -269,6 +269,10 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # Daphne is started with the same limits (see chatbase.core.management.commands.serve).
 WEBSOCKET_MAX_MESSAGE_BYTES = 1024 * 1024
 
+# --- knowledge base: ingestion, embeddings, retrieval (bots/) ---------------
+
+# --- LLM providers and chat (bots/llm/, conversations/) ----------------------
+
 # --- e-mail -----------------------------------------------------------------
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="ChatBase <noreply@localhost>")
