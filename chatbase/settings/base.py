@@ -271,6 +271,8 @@ WEBSOCKET_MAX_MESSAGE_BYTES = 1024 * 1024
 
 # --- knowledge base: ingestion, embeddings, retrieval (bots/) ---------------
 
+# --- retrieval (bots/selectors.py) -------------------------------------------
+
 # --- LLM providers and chat (bots/llm/, conversations/) ----------------------
 
 # --- e-mail -----------------------------------------------------------------
