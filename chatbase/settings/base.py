@@ -274,6 +274,48 @@ WEBSOCKET_MAX_MESSAGE_BYTES = 1024 * 1024
 # --- retrieval (bots/selectors.py) -------------------------------------------
 
 # --- LLM providers and chat (bots/llm/, conversations/) ----------------------
+# Providers are tried in this order; one without a key is skipped, and the offline
+# extractive answerer (no network, quotes the retrieved passages) is always there.
+LLM_PROVIDERS = env.list("LLM_PROVIDERS", default=["openai", "anthropic", "extractive"])
+OPENAI_API_KEY = env("OPENAI_API_KEY", default="")
+# Any OpenAI-compatible server (Ollama, vLLM, llama.cpp); setting it enables the
+# provider even without a key.
+OPENAI_BASE_URL = env("OPENAI_BASE_URL", default="")
+OPENAI_MODEL = env("OPENAI_MODEL", default="gpt-4o-mini")
+# "max_completion_tokens" (OpenAI's current name) or "max_tokens" (what most
+# compatible servers read); empty picks by whether OPENAI_BASE_URL is set.
+OPENAI_MAX_TOKENS_PARAM = env("OPENAI_MAX_TOKENS_PARAM", default="")
+ANTHROPIC_API_KEY = env("ANTHROPIC_API_KEY", default="")
+ANTHROPIC_BASE_URL = env("ANTHROPIC_BASE_URL", default="")
+ANTHROPIC_MODEL = env("ANTHROPIC_MODEL", default="claude-haiku-4-5")
+# Seconds. The SDKs default to 600 s; a visitor will not wait that long, and the
+# next provider can answer instead.
+LLM_CONNECT_TIMEOUT = env.float("LLM_CONNECT_TIMEOUT", default=5.0)
+LLM_FIRST_TOKEN_TIMEOUT = env.float("LLM_FIRST_TOKEN_TIMEOUT", default=20.0)
+LLM_STALL_TIMEOUT = env.float("LLM_STALL_TIMEOUT", default=20.0)
+LLM_TOTAL_TIMEOUT = env.float("LLM_TOTAL_TIMEOUT", default=120.0)
+# A 429 is retried on the same provider this many times, and only when its
+# Retry-After is at most LLM_RETRY_AFTER_MAX seconds; otherwise the next provider answers.
+LLM_RATE_LIMIT_RETRIES = env.int("LLM_RATE_LIMIT_RETRIES", default=1)
+LLM_RETRY_AFTER_MAX = env.float("LLM_RETRY_AFTER_MAX", default=2.0)
+LLM_MAX_TOOL_ROUNDS = env.int("LLM_MAX_TOOL_ROUNDS", default=4)
+LLM_EXTRACTIVE_MAX_SENTENCES = env.int("LLM_EXTRACTIVE_MAX_SENTENCES", default=4)
+# USD per million tokens, [input, output]. LLM_PRICES (JSON, same shape) adds models
+# or overrides these; a dated model name ("gpt-4o-mini-2024-07-18") uses its base's price.
+LLM_PRICES = {
+    "gpt-4o-mini": ["0.15", "0.60"],
+    "gpt-4o": ["2.50", "10.00"],
+    "gpt-4.1": ["2.00", "8.00"],
+    "gpt-4.1-mini": ["0.40", "1.60"],
+    "gpt-4.1-nano": ["0.10", "0.40"],
+    "gpt-5": ["1.25", "10.00"],
+    "gpt-5-mini": ["0.25", "2.00"],
+    "gpt-5-nano": ["0.05", "0.40"],
+    "claude-haiku-4-5": ["1.00", "5.00"],
+    "claude-sonnet-4-5": ["3.00", "15.00"],
+    "claude-opus-4-5": ["5.00", "25.00"],
+    **env.json("LLM_PRICES", default={}),
+}
 
 # --- e-mail -----------------------------------------------------------------
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")

@@ -26,3 +26,12 @@ if REDIS_URL:
     CACHES["default"]["KEY_PREFIX"] = _prefix
     CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = f"{_prefix}:celery:"
     REDIS_PREFIX = _prefix
+
+# --- LLM providers: never a real provider from a test ---------------------------
+# Keys or URLs in a developer's environment must not reach OpenAI or Anthropic; tests
+# that need a model point these at chatbase.testing.fake_llm instead.
+OPENAI_API_KEY = ""
+OPENAI_BASE_URL = ""
+ANTHROPIC_API_KEY = ""
+ANTHROPIC_BASE_URL = ""
+LLM_PROVIDERS = ["openai", "anthropic", "extractive"]
