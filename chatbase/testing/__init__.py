@@ -1,0 +1,1 @@
+"""Test support shared by every app: fakes of third-party services, spoken over real sockets."""
