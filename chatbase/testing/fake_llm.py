@@ -182,9 +182,10 @@ class _Connection:
 class FakeLLMServer:
     """The fake OpenAI/Anthropic server. ``start()`` it once; ``reset()`` between tests."""
 
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.host = host
-        self.port: int | None = None
+        # 0: a free port, chosen by the system.
+        self.port: int | None = port
         self.openai = _Route("openai")
         self.anthropic = _Route("anthropic")
         self.requests: list[RecordedRequest] = []
@@ -220,7 +221,7 @@ class FakeLLMServer:
             asyncio.set_event_loop(loop)
             try:
                 self._server = loop.run_until_complete(
-                    asyncio.start_server(self._serve_connection, self.host, 0, limit=1 << 20)
+                    asyncio.start_server(self._serve_connection, self.host, self.port or 0, limit=1 << 20)
                 )
                 self.port = self._server.sockets[0].getsockname()[1]
             except BaseException as exc:  # reported to start() below
@@ -507,3 +508,35 @@ def fake_llm_fixture(fake_llm_server: FakeLLMServer, settings) -> Iterator[FakeL
     settings.LLM_PROVIDERS = ["openai", "anthropic", "extractive"]
     yield fake_llm_server
     fake_llm_server.reset()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the fake on its own, for a benchmark whose server runs in another process:
+
+    python -m chatbase.testing.fake_llm --port 8765 --tokens-per-second 50
+
+    then run ChatBase with OPENAI_BASE_URL=http://127.0.0.1:8765/v1 (and/or
+    ANTHROPIC_BASE_URL=http://127.0.0.1:8765) and any API key.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Fake OpenAI/Anthropic streaming server on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tokens-per-second", type=float, default=None)
+    parser.add_argument("--tokens", type=int, default=100, help="words in every answer")
+    args = parser.parse_args(argv)
+    server = FakeLLMServer(port=args.port).start()
+    script = Script(text=" ".join(f"word{i}" for i in range(args.tokens)), tokens_per_second=args.tokens_per_second)
+    server.openai.default = server.anthropic.default = script
+    print(f"OPENAI_BASE_URL={server.openai_base_url}", flush=True)
+    print(f"ANTHROPIC_BASE_URL={server.anthropic_base_url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
