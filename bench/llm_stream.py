@@ -135,6 +135,10 @@ async def main(args) -> None:
     try:
         with override_settings(**overrides):
             print(f"paced: {args.streams} streams x {args.tokens} tokens at {args.rate:g} tokens/s")
+            # Warm-up: open every pooled connection first, so no path pays for them.
+            server.openai.default = server.anthropic.default = Script(text="warm")
+            for kind in ("floor", "anthropic"):
+                await run(kind, args.streams)
             paced = Script(text=answer(args.tokens), tokens_per_second=args.rate)
             server.openai.default = server.anthropic.default = paced
             results = {}

@@ -2,7 +2,7 @@
 
 The SDKs send the request, authenticate and turn HTTP errors into their typed
 exceptions; the body is read here. Their own stream iterators build a pydantic
-model per chunk, which costs about 170 µs per token with the openai SDK against 35 µs
+model per chunk, which costs about 180 µs per token with the openai SDK against 40 µs
 for the whole read with ``json.loads`` (bench/llm_stream.py measures both paths): at
 a hundred concurrent answers of 50 tokens/s that is most of a core.
 """
