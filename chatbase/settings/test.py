@@ -26,3 +26,9 @@ if REDIS_URL:
     CACHES["default"]["KEY_PREFIX"] = _prefix
     CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = f"{_prefix}:celery:"
     REDIS_PREFIX = _prefix
+
+# --- knowledge base (bots/) ---
+# The tests fetch from local HTTP servers on 127.0.0.1.
+URL_FETCH_ALLOW_PRIVATE = True
+# Retries against the fake embedding server should not sleep for real.
+EMBEDDING_RETRY_MAX_WAIT_SECONDS = 0.05
