@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol
@@ -69,7 +70,7 @@ class _QueryCache:
         return len(self._items)
 
 
-class _BaseEmbedder:
+class _BaseEmbedder(ABC):
     name = ""
     dimensions = EMBEDDING_DIMENSIONS
 
@@ -105,8 +106,9 @@ class _BaseEmbedder:
         self._query_cache.put(text, vector)
         return vector
 
+    @abstractmethod
     def _embed(self, texts: list[str]) -> list[list[float]]:
-        raise NotImplementedError
+        """The vectors of a non-empty list of texts, in order."""
 
 
 class LocalEmbedder(_BaseEmbedder):
