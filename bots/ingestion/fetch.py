@@ -195,7 +195,7 @@ def _kind(content_type: str, head: bytes, url: httpx.URL) -> str:
         raise UnsupportedMediaType(f"The page's content type ({content_type or 'unknown'}) is not supported.")
     if kind == TXT and suffix_kind == MD:
         kind = MD  # Markdown is usually served as text/plain
-    check_content_matches(kind, head[:8192], filename="The page")
+    check_content_matches(kind, head[:8192], filename="The page", declared="served")
     return kind
 
 

@@ -142,23 +142,24 @@ def looks_like_text(head: bytes) -> bool:
     return controls / len(head) < 0.05
 
 
-def check_content_matches(kind: str, head: bytes, *, filename: str = "") -> None:
+def check_content_matches(kind: str, head: bytes, *, filename: str = "", declared: str = "named") -> None:
     """Refuse content whose first bytes contradict the declared kind."""
     label = f"{filename} " if filename else "The file "
+    declared = f"is {declared} as"
     if kind == PDF:
         # The PDF specification lets readers accept a little junk before the header.
         if b"%PDF-" not in head[:1024]:
-            raise ValidationFailed(f"{label}is named as a PDF but is not a PDF file.", code="type_mismatch")
+            raise ValidationFailed(f"{label}{declared} a PDF but is not a PDF file.", code="type_mismatch")
         return
     found = binary_signature(head)
     if found:
         raise ValidationFailed(
-            f"{label}is named as {kind.upper()} text but its content is {found}.",
+            f"{label}{declared} {kind.upper()} text but its content is {found}.",
             code="type_mismatch",
         )
     if not looks_like_text(head):
         raise ValidationFailed(
-            f"{label}is named as {kind.upper()} text but its content is binary.", code="type_mismatch"
+            f"{label}{declared} {kind.upper()} text but its content is binary.", code="type_mismatch"
         )
 
 

@@ -15,6 +15,7 @@ from bots.models import Document
 from bots.services.documents import document_create
 from bots.tests.conftest import Response
 from bots.tests.factories import BotFactory
+from bots.tests.pdfs import make_pdf
 from chatbase.core.errors import UnsupportedMediaType, ValidationFailed
 
 PAGE = b"<html><head><title>Opening hours</title></head><body><h1>Hours</h1><p>Nine to five.</p></body></html>"
@@ -226,3 +227,20 @@ def test_address_rules(address, refused_by_default, refused_when_private_allowed
     ip = ipaddress.ip_address(address)
     assert bool(address_refusal(ip, allow_private=False)) is refused_by_default
     assert bool(address_refusal(ip, allow_private=True)) is refused_when_private_allowed
+
+
+def test_a_pdf_served_with_a_generic_type_is_recognised(local_server):
+    pdf = make_pdf(["Price list"])
+    server = local_server({"/file": lambda request: Response(200, pdf, {"Content-Type": "application/octet-stream"})})
+    page = fetch_url(server.url("/file"))
+    assert (page.kind, page.body) == ("pdf", pdf)
+
+
+def test_a_page_whose_content_contradicts_its_type_is_refused(local_server):
+    server = local_server(
+        {"/x": lambda request: Response(200, b"\x7fELF\x02\x01" + bytes(64), {"Content-Type": "text/html"})}
+    )
+    with pytest.raises(ValidationFailed) as excinfo:
+        fetch_url(server.url("/x"))
+    assert excinfo.value.code == "type_mismatch"
+    assert excinfo.value.detail == "The page is served as HTML text but its content is an executable (ELF)."
