@@ -270,6 +270,52 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 WEBSOCKET_MAX_MESSAGE_BYTES = 1024 * 1024
 
 # --- knowledge base: ingestion, embeddings, retrieval (bots/) ---------------
+# Uploads and extraction (bots/ingestion/).
+DOCUMENT_MAX_UPLOAD_BYTES = env.int("DOCUMENT_MAX_UPLOAD_BYTES", default=10 * 1024 * 1024)
+# Extracted text beyond this is refused: it bounds the worker's memory and embedding time.
+DOCUMENT_MAX_TEXT_CHARS = env.int("DOCUMENT_MAX_TEXT_CHARS", default=2_000_000)
+# PDFs are parsed in a child process with these limits (a crafted PDF can burn CPU or memory).
+PDF_PARSE_CPU_SECONDS = env.int("PDF_PARSE_CPU_SECONDS", default=30)
+PDF_PARSE_MEMORY_MB = env.int("PDF_PARSE_MEMORY_MB", default=512)
+PDF_PARSE_TIMEOUT_SECONDS = env.float("PDF_PARSE_TIMEOUT_SECONDS", default=60.0)
+# Web pages added by URL.
+URL_FETCH_MAX_BYTES = env.int("URL_FETCH_MAX_BYTES", default=5 * 1024 * 1024)
+URL_FETCH_TIMEOUT_SECONDS = env.float("URL_FETCH_TIMEOUT_SECONDS", default=20.0)
+URL_FETCH_MAX_REDIRECTS = env.int("URL_FETCH_MAX_REDIRECTS", default=5)
+# Private and loopback addresses are refused (SSRF) unless this is set; link-local
+# (cloud metadata), multicast, reserved and unspecified addresses are always refused.
+URL_FETCH_ALLOW_PRIVATE = env.bool("URL_FETCH_ALLOW_PRIVATE", default=False)
+URL_FETCH_USER_AGENT = env("URL_FETCH_USER_AGENT", default="ChatBase/1.0 (+document fetcher)")
+URL_RESYNC_INTERVAL_HOURS = env.float("URL_RESYNC_INTERVAL_HOURS", default=24.0)
+# Chunk size in tokens of the embedding model's tokenizer; all-MiniLM-L6-v2 reads at
+# most 256 tokens (special tokens included), so larger chunks would be cut silently.
+CHUNK_TOKENS = env.int("CHUNK_TOKENS", default=200)
+CHUNK_OVERLAP_TOKENS = env.int("CHUNK_OVERLAP_TOKENS", default=30)
+# Ingestion tasks and their recovery.
+DOCUMENT_INGEST_TIME_LIMIT_SECONDS = env.int("DOCUMENT_INGEST_TIME_LIMIT_SECONDS", default=900)
+DOCUMENT_INGEST_MAX_RETRIES = env.int("DOCUMENT_INGEST_MAX_RETRIES", default=5)
+# Must exceed the task time limit: a document this long without a progress write has lost its worker.
+DOCUMENT_STUCK_AFTER_MINUTES = env.float("DOCUMENT_STUCK_AFTER_MINUTES", default=30.0)
+DOCUMENT_MAX_RECOVERIES = env.int("DOCUMENT_MAX_RECOVERIES", default=3)
+
+# Embeddings (bots/embeddings.py): "local" (all-MiniLM-L6-v2 on CPU) or "openai".
+EMBEDDINGS = env("EMBEDDINGS", default="local")
+EMBEDDING_BATCH_SIZE = env.int("EMBEDDING_BATCH_SIZE", default=32)
+EMBEDDING_QUERY_CACHE_SIZE = env.int("EMBEDDING_QUERY_CACHE_SIZE", default=1024)
+EMBEDDINGS_OPENAI_MODEL = env("EMBEDDINGS_OPENAI_MODEL", default="text-embedding-3-small")
+# Default to the chat provider's key and server; set these to embed elsewhere.
+EMBEDDINGS_OPENAI_API_KEY = env("EMBEDDINGS_OPENAI_API_KEY", default=env("OPENAI_API_KEY", default=""))
+EMBEDDINGS_OPENAI_BASE_URL = env("EMBEDDINGS_OPENAI_BASE_URL", default=env("OPENAI_BASE_URL", default=""))
+EMBEDDING_TIMEOUT_SECONDS = env.float("EMBEDDING_TIMEOUT_SECONDS", default=30.0)
+EMBEDDING_MAX_ATTEMPTS = env.int("EMBEDDING_MAX_ATTEMPTS", default=4)
+EMBEDDING_RETRY_MAX_WAIT_SECONDS = env.float("EMBEDDING_RETRY_MAX_WAIT_SECONDS", default=20.0)
+
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "bots-resync-url-documents": {"task": "bots.tasks.documents_resync_due_task", "schedule": 30 * 60},
+        "bots-recover-stuck-documents": {"task": "bots.tasks.documents_recover_stuck_task", "schedule": 5 * 60},
+    }
+)
 
 # --- retrieval (bots/selectors.py) -------------------------------------------
 

@@ -35,3 +35,13 @@ OPENAI_BASE_URL = ""
 ANTHROPIC_API_KEY = ""
 ANTHROPIC_BASE_URL = ""
 LLM_PROVIDERS = ["openai", "anthropic", "extractive"]
+
+# --- knowledge base (bots/) ---
+# The tests fetch from local HTTP servers on 127.0.0.1.
+URL_FETCH_ALLOW_PRIVATE = True
+# Retries against the fake embedding server should not sleep for real.
+EMBEDDING_RETRY_MAX_WAIT_SECONDS = 0.05
+# As for the chat models: a developer's EMBEDDINGS=openai must not reach OpenAI.
+EMBEDDINGS = "local"
+EMBEDDINGS_OPENAI_API_KEY = ""
+EMBEDDINGS_OPENAI_BASE_URL = ""

