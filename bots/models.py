@@ -171,12 +171,14 @@ class Chunk(models.Model):
                 name="chunk_embedding_hnsw",
                 fields=["embedding"],
                 m=16,
-                ef_construction=64,
+                # 128 rather than 64: bench/retrieval.py measured p99 6.8 ms vs 14 ms and
+                # recall 0.998 vs 0.992 on the large bot, for a 40 % longer build.
+                ef_construction=128,
                 opclasses=["vector_cosine_ops"],
             ),
             GinIndex(fields=["search_vector"], name="chunk_search_vector_gin"),
-            # Exact scans of small bots and the per-bot filter of iterative index scans.
-            models.Index(fields=["bot"], name="chunk_bot"),
+            # The bot FK's own index serves exact scans of small bots; this one finds
+            # reusable embeddings by text when content changes.
             models.Index(fields=["bot", "text_hash"], name="chunk_bot_text_hash"),
         ]
 

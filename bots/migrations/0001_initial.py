@@ -13,7 +13,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -24,135 +23,283 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Bot',
+            name="Bot",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('description', models.TextField(blank=True)),
-                ('welcome_message', models.CharField(blank=True, default='Hi! How can I help you today?', max_length=500)),
-                ('provider', models.CharField(blank=True, choices=[('', 'Default order (LLM_PROVIDERS)'), ('openai', 'OpenAI (or compatible)'), ('anthropic', 'Anthropic'), ('extractive', 'Offline extractive')], default='', max_length=20)),
-                ('model', models.CharField(blank=True, help_text="Model name; empty uses the provider's default.", max_length=100)),
-                ('temperature', models.FloatField(default=0.3, validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(2.0)])),
-                ('status', models.CharField(choices=[('active', 'Active'), ('inactive', 'Inactive')], default='active', max_length=10)),
-                ('public_key', models.CharField(default=bots.models.new_public_key, editable=False, max_length=40, unique=True)),
-                ('identity_secret', models.CharField(default=bots.models.new_identity_secret, editable=False, max_length=64)),
-                ('allowed_origins', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=200), blank=True, default=list, size=None)),
-                ('suggestions', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=200), blank=True, default=list, size=None)),
-                ('theme', models.JSONField(blank=True, default=dict)),
-                ('configuration', models.JSONField(blank=True, default=dict)),
-                ('chunk_count', models.PositiveIntegerField(default=0, editable=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='bots', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100)),
+                ("description", models.TextField(blank=True)),
+                (
+                    "welcome_message",
+                    models.CharField(blank=True, default="Hi! How can I help you today?", max_length=500),
+                ),
+                (
+                    "provider",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("", "Default order (LLM_PROVIDERS)"),
+                            ("openai", "OpenAI (or compatible)"),
+                            ("anthropic", "Anthropic"),
+                            ("extractive", "Offline extractive"),
+                        ],
+                        default="",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "model",
+                    models.CharField(
+                        blank=True, help_text="Model name; empty uses the provider's default.", max_length=100
+                    ),
+                ),
+                (
+                    "temperature",
+                    models.FloatField(
+                        default=0.3,
+                        validators=[
+                            django.core.validators.MinValueValidator(0.0),
+                            django.core.validators.MaxValueValidator(2.0),
+                        ],
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("active", "Active"), ("inactive", "Inactive")], default="active", max_length=10
+                    ),
+                ),
+                (
+                    "public_key",
+                    models.CharField(default=bots.models.new_public_key, editable=False, max_length=40, unique=True),
+                ),
+                (
+                    "identity_secret",
+                    models.CharField(default=bots.models.new_identity_secret, editable=False, max_length=64),
+                ),
+                (
+                    "allowed_origins",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.CharField(max_length=200), blank=True, default=list, size=None
+                    ),
+                ),
+                (
+                    "suggestions",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.CharField(max_length=200), blank=True, default=list, size=None
+                    ),
+                ),
+                ("theme", models.JSONField(blank=True, default=dict)),
+                ("configuration", models.JSONField(blank=True, default=dict)),
+                ("chunk_count", models.PositiveIntegerField(default=0, editable=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="bots", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Document',
+            name="Document",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('title', models.CharField(max_length=300)),
-                ('source_type', models.CharField(choices=[('file', 'File'), ('text', 'Text'), ('url', 'Web page')], max_length=10)),
-                ('original_filename', models.CharField(blank=True, max_length=300)),
-                ('file', models.FileField(blank=True, max_length=300, upload_to='documents/%Y/%m/')),
-                ('content_type', models.CharField(blank=True, max_length=100)),
-                ('size_bytes', models.PositiveBigIntegerField(default=0)),
-                ('url', models.URLField(blank=True, max_length=2000)),
-                ('content_hash', models.CharField(blank=True, max_length=64)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('processing', 'Processing'), ('ready', 'Ready'), ('error', 'Error')], default='pending', max_length=12)),
-                ('progress', models.PositiveSmallIntegerField(default=0, validators=[django.core.validators.MaxValueValidator(100)])),
-                ('error', models.TextField(blank=True)),
-                ('chunk_count', models.PositiveIntegerField(default=0)),
-                ('metadata', models.JSONField(blank=True, default=dict)),
-                ('last_synced_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('bot', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='documents', to='bots.bot')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("title", models.CharField(max_length=300)),
+                (
+                    "source_type",
+                    models.CharField(choices=[("file", "File"), ("text", "Text"), ("url", "Web page")], max_length=10),
+                ),
+                ("original_filename", models.CharField(blank=True, max_length=300)),
+                ("file", models.FileField(blank=True, max_length=300, upload_to="documents/%Y/%m/")),
+                ("content_type", models.CharField(blank=True, max_length=100)),
+                ("size_bytes", models.PositiveBigIntegerField(default=0)),
+                ("url", models.URLField(blank=True, max_length=2000)),
+                ("content_hash", models.CharField(blank=True, max_length=64)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("processing", "Processing"),
+                            ("ready", "Ready"),
+                            ("error", "Error"),
+                        ],
+                        default="pending",
+                        max_length=12,
+                    ),
+                ),
+                (
+                    "progress",
+                    models.PositiveSmallIntegerField(
+                        default=0, validators=[django.core.validators.MaxValueValidator(100)]
+                    ),
+                ),
+                ("error", models.TextField(blank=True)),
+                ("chunk_count", models.PositiveIntegerField(default=0)),
+                ("metadata", models.JSONField(blank=True, default=dict)),
+                ("last_synced_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "bot",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="documents", to="bots.bot"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Chunk',
+            name="Chunk",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveIntegerField()),
-                ('text', models.TextField()),
-                ('token_count', models.PositiveIntegerField()),
-                ('text_hash', models.CharField(max_length=64)),
-                ('embedding', pgvector.django.vector.VectorField(dimensions=384)),
-                ('metadata', models.JSONField(blank=True, default=dict)),
-                ('search_vector', models.GeneratedField(db_persist=True, expression=django.contrib.postgres.search.SearchVector('text', config='english'), output_field=django.contrib.postgres.search.SearchVectorField())),
-                ('bot', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chunks', to='bots.bot')),
-                ('document', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chunks', to='bots.document')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("position", models.PositiveIntegerField()),
+                ("text", models.TextField()),
+                ("token_count", models.PositiveIntegerField()),
+                ("text_hash", models.CharField(max_length=64)),
+                ("embedding", pgvector.django.vector.VectorField(dimensions=384)),
+                ("metadata", models.JSONField(blank=True, default=dict)),
+                (
+                    "search_vector",
+                    models.GeneratedField(
+                        db_persist=True,
+                        expression=django.contrib.postgres.search.SearchVector("text", config="english"),
+                        output_field=django.contrib.postgres.search.SearchVectorField(),
+                    ),
+                ),
+                (
+                    "bot",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="chunks", to="bots.bot"
+                    ),
+                ),
+                (
+                    "document",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="chunks", to="bots.document"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['document', 'position'],
+                "ordering": ["document", "position"],
             },
         ),
         migrations.CreateModel(
-            name='PromptTemplate',
+            name="PromptTemplate",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('slug', models.SlugField(max_length=100, unique=True)),
-                ('description', models.CharField(blank=True, max_length=300)),
-                ('system_prompt', models.TextField(help_text='May use {bot_name}, {name}, {age}, {interests}, {mood}, {topics} and {time_of_day}.')),
-                ('temperature', models.FloatField(default=0.7, validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(2.0)])),
-                ('max_tokens', models.PositiveIntegerField(default=600, validators=[django.core.validators.MinValueValidator(16), django.core.validators.MaxValueValidator(8000)])),
-                ('personality_traits', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=50), blank=True, default=list, size=None)),
-                ('is_default', models.BooleanField(default=False)),
-                ('selection_rules', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100)),
+                ("slug", models.SlugField(max_length=100, unique=True)),
+                ("description", models.CharField(blank=True, max_length=300)),
+                (
+                    "system_prompt",
+                    models.TextField(
+                        help_text="May use {bot_name}, {name}, {age}, {interests}, {mood}, {topics} and {time_of_day}."
+                    ),
+                ),
+                (
+                    "temperature",
+                    models.FloatField(
+                        default=0.7,
+                        validators=[
+                            django.core.validators.MinValueValidator(0.0),
+                            django.core.validators.MaxValueValidator(2.0),
+                        ],
+                    ),
+                ),
+                (
+                    "max_tokens",
+                    models.PositiveIntegerField(
+                        default=600,
+                        validators=[
+                            django.core.validators.MinValueValidator(16),
+                            django.core.validators.MaxValueValidator(8000),
+                        ],
+                    ),
+                ),
+                (
+                    "personality_traits",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.CharField(max_length=50), blank=True, default=list, size=None
+                    ),
+                ),
+                ("is_default", models.BooleanField(default=False)),
+                ("selection_rules", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('is_default', True)), fields=('is_default',), name='one_default_prompt_template')],
+                "ordering": ["name"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("is_default", True)),
+                        fields=("is_default",),
+                        name="one_default_prompt_template",
+                    )
+                ],
             },
         ),
         migrations.AddField(
-            model_name='bot',
-            name='template',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='bots', to='bots.prompttemplate'),
+            model_name="bot",
+            name="template",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="bots",
+                to="bots.prompttemplate",
+            ),
         ),
         migrations.AddIndex(
-            model_name='document',
-            index=models.Index(fields=['bot', '-created_at'], name='bots_docume_bot_id_8a5a49_idx'),
+            model_name="document",
+            index=models.Index(fields=["bot", "-created_at"], name="bots_docume_bot_id_8a5a49_idx"),
         ),
         migrations.AddIndex(
-            model_name='document',
-            index=models.Index(fields=['status', 'updated_at'], name='bots_docume_status_4bdedd_idx'),
+            model_name="document",
+            index=models.Index(fields=["status", "updated_at"], name="bots_docume_status_4bdedd_idx"),
         ),
         migrations.AddIndex(
-            model_name='document',
-            index=models.Index(fields=['source_type', 'last_synced_at'], name='bots_docume_source__fd22f7_idx'),
+            model_name="document",
+            index=models.Index(fields=["source_type", "last_synced_at"], name="bots_docume_source__fd22f7_idx"),
         ),
         migrations.AddIndex(
-            model_name='chunk',
-            index=pgvector.django.indexes.HnswIndex(ef_construction=64, fields=['embedding'], m=16, name='chunk_embedding_hnsw', opclasses=['vector_cosine_ops']),
+            model_name="chunk",
+            index=pgvector.django.indexes.HnswIndex(
+                ef_construction=128,
+                fields=["embedding"],
+                m=16,
+                name="chunk_embedding_hnsw",
+                opclasses=["vector_cosine_ops"],
+            ),
         ),
         migrations.AddIndex(
-            model_name='chunk',
-            index=django.contrib.postgres.indexes.GinIndex(fields=['search_vector'], name='chunk_search_vector_gin'),
+            model_name="chunk",
+            index=django.contrib.postgres.indexes.GinIndex(fields=["search_vector"], name="chunk_search_vector_gin"),
         ),
         migrations.AddIndex(
-            model_name='chunk',
-            index=models.Index(fields=['bot'], name='chunk_bot'),
-        ),
-        migrations.AddIndex(
-            model_name='chunk',
-            index=models.Index(fields=['bot', 'text_hash'], name='chunk_bot_text_hash'),
+            model_name="chunk",
+            index=models.Index(fields=["bot", "text_hash"], name="chunk_bot_text_hash"),
         ),
         migrations.AddConstraint(
-            model_name='chunk',
-            constraint=models.UniqueConstraint(fields=('document', 'position'), name='chunk_document_position'),
+            model_name="chunk",
+            constraint=models.UniqueConstraint(fields=("document", "position"), name="chunk_document_position"),
         ),
         migrations.AddIndex(
-            model_name='bot',
-            index=models.Index(fields=['owner', '-created_at'], name='bots_bot_owner_i_ff9890_idx'),
+            model_name="bot",
+            index=models.Index(fields=["owner", "-created_at"], name="bots_bot_owner_i_ff9890_idx"),
+        ),
+        # A chunk row (vector + text + tsvector) passes PostgreSQL's 2 kB TOAST
+        # threshold, and pgvector's default EXTERNAL storage then moves the vector
+        # out of line: every exact-scan row became an extra TOAST fetch (3x slower in
+        # bench/retrieval.py). MAIN keeps the vector inline and toasts the text first.
+        migrations.RunSQL(
+            "ALTER TABLE bots_chunk ALTER COLUMN embedding SET STORAGE MAIN",
+            "ALTER TABLE bots_chunk ALTER COLUMN embedding SET STORAGE EXTERNAL",
         ),
     ]

@@ -376,7 +376,9 @@ def document_ingest(
         extracted = extract(source.data, source.kind, charset=source.charset)
         content_hash = hashlib.sha256(extracted.text.encode("utf-8")).hexdigest()
         progress(_P_EXTRACTED)
-        unchanged = before["status"] == Document.Status.READY and before["content_hash"] == content_hash
+        # content_hash is written only with a complete set of chunks, so a document
+        # scheduled again (pending) with the same text still has nothing to redo.
+        unchanged = bool(before["content_hash"]) and before["content_hash"] == content_hash
         if not force and unchanged and _chunks_intact(document, before["chunk_count"], embedder.name):
             _finish_unchanged(document)
             if progress_callback:

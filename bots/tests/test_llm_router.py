@@ -90,7 +90,10 @@ async def test_first_configured_provider_answers_with_the_request_it_was_given(l
     system, user = body["messages"]
     assert system["role"] == "system"
     assert system["content"].startswith("You are the shop's assistant.")
-    assert "[1] Returns policy (https://shop.example/returns)\nRefunds are issued within 14 days" in system["content"]
+    assert (
+        '<passage number="1" source="Returns policy (https://shop.example/returns)">\nRefunds are issued within 14 days'
+        in system["content"]
+    )
     assert user == {"role": "user", "content": "How long do refunds take?"}
     assert llm.requests_for("anthropic") == []
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import transaction
 
+from bots.demo import demo_bot_seed
 from chatbase.core import services as core_services
 
 
@@ -20,8 +21,8 @@ class DemoResult:
     admin_password: str
     admin_password_changed: bool
     owner_email: str
-    bot_id: int | None = None
-    bot_public_key: str | None = None
+    bot_id: int
+    bot_public_key: str
 
 
 def demo_seed() -> DemoResult:
@@ -33,6 +34,8 @@ def demo_seed() -> DemoResult:
         if created:
             core_services.user_make_superuser(user=admin)
         _, raw_token = core_services.api_token_ensure_derived(user=owner, purpose="demo")
+    # Outside the transaction: the documents' ingestion runs after their commit.
+    bot = demo_bot_seed(owner=owner)
     return DemoResult(
         api_token=raw_token,
         admin_email=admin.email,
@@ -41,4 +44,6 @@ def demo_seed() -> DemoResult:
         # print a password that no longer works without saying so.
         admin_password_changed=not admin.check_password(settings.DEMO_ADMIN_PASSWORD),
         owner_email=owner.email,
+        bot_id=bot.pk,
+        bot_public_key=bot.public_key,
     )

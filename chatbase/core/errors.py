@@ -16,6 +16,7 @@ import math
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
@@ -151,6 +152,10 @@ def error_payload(exc: BaseException) -> tuple[int, dict, dict]:
         return 401, _error_body(exc.detail, _first_code(exc.get_codes())), headers
     if isinstance(exc, drf_exceptions.APIException):
         return exc.status_code, _error_body(_flatten_validation(exc.detail), _first_code(exc.get_codes())), headers
+    if isinstance(exc, DjangoValidationError):
+        # Model.full_clean() in services: same shape as DRF's field errors.
+        errors = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        return 400, _error_body(_flatten_validation(errors), "invalid", {"errors": errors}), headers
     if isinstance(exc, Http404):
         return 404, _error_body("Not found.", "not_found"), headers
     if isinstance(exc, DjangoPermissionDenied):

@@ -237,6 +237,12 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a "status"; name each enum after its model.
+    "ENUM_NAME_OVERRIDES": {
+        "BotStatusEnum": "bots.models.Bot.Status",
+        "DocumentStatusEnum": "bots.models.Document.Status",
+        "ConversationStatusEnum": "conversations.models.Conversation.Status",
+    },
 }
 
 # --- CORS: the REST API may be called from owners' own front ends -----------
@@ -318,6 +324,17 @@ CELERY_BEAT_SCHEDULE.update(
 )
 
 # --- retrieval (bots/selectors.py) -------------------------------------------
+# Bots with at most this many chunks are searched exactly (bench/retrieval.py
+# measured where the exact scan stops being cheaper than the HNSW walk).
+RETRIEVAL_EXACT_SCAN_MAX_CHUNKS = env.int("RETRIEVAL_EXACT_SCAN_MAX_CHUNKS", default=5_000)
+RETRIEVAL_HNSW_EF_SEARCH = env.int("RETRIEVAL_HNSW_EF_SEARCH", default=100)
+RETRIEVAL_HNSW_MAX_SCAN_TUPLES = env.int("RETRIEVAL_HNSW_MAX_SCAN_TUPLES", default=40_000)
+# Each ranking (vector, full-text) contributes this many candidates to the fusion.
+RETRIEVAL_CANDIDATES = env.int("RETRIEVAL_CANDIDATES", default=40)
+RETRIEVAL_RRF_K = env.int("RETRIEVAL_RRF_K", default=60)
+# Full-text matches ranked per query (a word common to every chunk must not make
+# ranking cost more than the vector search).
+RETRIEVAL_TEXT_MAX_MATCHES = env.int("RETRIEVAL_TEXT_MAX_MATCHES", default=1000)
 
 # --- LLM providers and chat (bots/llm/, conversations/) ----------------------
 # Providers are tried in this order; one without a key is skipped, and the offline
