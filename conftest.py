@@ -8,6 +8,32 @@ import pytest
 from django.conf import settings
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_database_connections(django_db_setup, django_db_blocker):
+    """Let the test database be dropped at the end of the run.
+
+    channels' test communicator replaces close_old_connections with a no-op while it
+    runs a consumer, so worker threads keep their connections open (and the pool
+    keeps its own): close the pools, then end any session still on the database.
+    """
+    yield
+    import psycopg
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        for connection in connections.all():
+            if hasattr(connection, "close_pool"):
+                connection.close_pool()
+        params = connections["default"].get_connection_params()
+        name = params.pop("dbname")
+        params.pop("pool", None)
+        with psycopg.connect(**{**params, "dbname": "postgres"}, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                [name],
+            )
+
+
 def pytest_collection_modifyitems(config, items):
     skip_redis = pytest.mark.skip(reason="REDIS_URL is not set (CI runs the suite once with Redis)")
     skip_slow = pytest.mark.skip(reason="slow set-up test: set CHATBASE_SLOW_TESTS=1 (CI does)")
@@ -54,6 +80,14 @@ def owner_client(owner):
     return client
 
 
+@pytest.fixture
+def media_root(settings, tmp_path):
+    """Uploaded files of this test go to a folder of their own, so tests can list what was stored."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.MEDIA_ROOT.mkdir()
+    return settings.MEDIA_ROOT
+
+
 @pytest.fixture(autouse=True)
 def _clear_cache():
     from django.core.cache import cache
@@ -68,3 +102,24 @@ def _clear_cache():
     keys = list(client.scan_iter(match=f"{settings.CACHES['default']['KEY_PREFIX']}:*"))
     if keys:
         client.delete(*keys)
+
+
+# The fake OpenAI/Anthropic server (a real socket) for every app's tests.
+from chatbase.testing.fake_llm import fake_llm_fixture, fake_llm_server_fixture  # noqa: E402, F401
+
+
+@pytest.fixture
+def live_daphne(transactional_db):
+    """A real Daphne process on the test database; `live_daphne(env={...})` to configure it."""
+    from chatbase.testing.live import LiveDaphne
+
+    servers = []
+
+    def start(env: dict | None = None):
+        server = LiveDaphne(env=env).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -332,3 +332,24 @@ class TemplateDetailApi(APIView):
     def delete(self, request, slug: str):
         template_services.template_delete(template=selectors.template_get(slug=slug))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ToolSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    parameters = serializers.JSONField()
+    writes = serializers.BooleanField(help_text="Offered only to authenticated owners, never to visitors.")
+    offered_to_visitors = serializers.SerializerMethodField()
+
+    def get_offered_to_visitors(self, spec) -> bool:
+        return not spec.writes
+
+
+class ToolListApi(APIView):
+    """The tools models can call (function calling), shared by every provider."""
+
+    @extend_schema(responses=ToolSerializer(many=True))
+    def get(self, request):
+        from bots.llm import tools
+
+        return Response({"results": ToolSerializer(tools.all_specs(), many=True).data})

@@ -9,6 +9,7 @@ urlpatterns = [
     path("bots/<int:bot_id>/documents/", apis.DocumentListCreateApi.as_view(), name="bot-documents"),
     path("bots/<int:bot_id>/search/", apis.BotSearchApi.as_view(), name="bot-search"),
     path("documents/<int:document_id>/", apis.DocumentDetailApi.as_view(), name="document-detail"),
+    path("tools/", apis.ToolListApi.as_view(), name="tool-list"),
     path("templates/", apis.TemplateListCreateApi.as_view(), name="template-list"),
     path("templates/<slug:slug>/", apis.TemplateDetailApi.as_view(), name="template-detail"),
     path("documents/<int:document_id>/resync/", apis.DocumentResyncApi.as_view(), name="document-resync"),

@@ -7,6 +7,7 @@ from chatbase.core import apis as core_apis
 api_v1 = [
     path("", include("chatbase.core.urls")),
     path("", include("bots.urls")),
+    path("", include("conversations.urls")),
 ]
 
 admin.site.site_header = "ChatBase administration"

@@ -108,14 +108,6 @@ def local_server():
         server.close()
 
 
-@pytest.fixture
-def media_root(settings, tmp_path):
-    """Uploaded files of this test go to a folder of their own, so tests can list what was stored."""
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.MEDIA_ROOT.mkdir()
-    return settings.MEDIA_ROOT
-
-
 def stored_files(root) -> list:
     return sorted(p for p in root.rglob("*") if p.is_file())
 

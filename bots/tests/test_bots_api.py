@@ -109,3 +109,11 @@ def test_delete_bot(owner_client):
     bot = BotFactory(owner=owner_client.user)
     assert owner_client.delete(f"/api/v1/bots/{bot.pk}/").status_code == 204
     assert not Bot.objects.filter(pk=bot.pk).exists()
+
+
+def test_tool_registry_is_listed(owner_client, api_client):
+    tools = owner_client.get("/api/v1/tools/").json()["results"]
+    search = next(t for t in tools if t["name"] == "search_knowledge")
+    assert search["writes"] is False and search["offered_to_visitors"] is True
+    assert search["parameters"]["properties"]["query"]["type"] == "string"
+    assert api_client.get("/api/v1/tools/").status_code == 401

@@ -7,8 +7,9 @@ import logging
 import uuid
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
-from chatbase.core.errors import ChatbaseError, ValidationFailed, ws_error_frame
+from chatbase.core.errors import ChatbaseError, TooLong, ValidationFailed, ws_error_frame
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,10 @@ class JsonConsumer(AsyncJsonWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         if text_data is None:
             await self.send_error(ValidationFailed("Frames must be JSON text."))
+            return
+        # Daphne refuses larger frames itself; this covers any other ASGI server.
+        if len(text_data) > settings.WEBSOCKET_MAX_MESSAGE_BYTES:
+            await self.send_error(TooLong("The frame is larger than 1 MiB."))
             return
         try:
             content = json.loads(text_data)

@@ -189,7 +189,10 @@ def json_error_response(exc: BaseException) -> JsonResponse:
 def ws_error_frame(exc: BaseException) -> dict:
     """The websocket ``error`` frame for an exception (unknown errors are ``unavailable``)."""
     if isinstance(exc, ChatbaseError):
-        return {"type": "error", "code": exc.ws_code, "detail": exc.detail}
+        frame = {"type": "error", "code": exc.ws_code, "detail": exc.detail}
+        if isinstance(exc, RateLimited):
+            frame["retry_after"] = exc.retry_after
+        return frame
     logger.exception("Unhandled error in a websocket handler", exc_info=exc)
     return {"type": "error", "code": "unavailable", "detail": Unavailable.default_detail}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import unquote
 
 import environ
 
@@ -106,6 +107,10 @@ TEMPLATES = [
 # --- database ---------------------------------------------------------------
 if env("DATABASE_URL", default=""):
     DATABASES = {"default": env.db("DATABASE_URL")}
+    # A unix socket is written percent-encoded in a URL (postgres://u@%2Frun%2Fpostgresql/db)
+    # and django-environ leaves it encoded; libpq wants the path.
+    if "%2f" in DATABASES["default"].get("HOST", "").lower():
+        DATABASES["default"]["HOST"] = unquote(DATABASES["default"]["HOST"])
     EMBEDDED_DATABASE = False
 else:
     from chatbase.embedded_db import database_settings
@@ -270,6 +275,8 @@ USE_I18N = True
 USE_TZ = True
 
 # --- limits -----------------------------------------------------------------
+# Proxies (IPs or CIDR ranges) whose X-Forwarded-For is believed; empty: none.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # Daphne is started with the same limits (see chatbase.core.management.commands.serve).
@@ -378,6 +385,28 @@ LLM_PRICES = {
     "claude-sonnet-4-5": ["3.00", "15.00"],
     "claude-opus-4-5": ["5.00", "25.00"],
     **env.json("LLM_PRICES", default={}),
+}
+
+# Conversations (conversations/).
+CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=4000)
+# Messages kept verbatim in the prompt; older ones live on as a rolling summary.
+CHAT_HISTORY_MESSAGES = env.int("CHAT_HISTORY_MESSAGES", default=12)
+# Token budget (estimated) of the verbatim history plus the summary.
+CHAT_HISTORY_TOKEN_BUDGET = env.int("CHAT_HISTORY_TOKEN_BUDGET", default=3000)
+# Passages retrieved per answer (a bot's configuration.retrieval_k overrides it).
+CHAT_RETRIEVAL_K = env.int("CHAT_RETRIEVAL_K", default=5)
+CHAT_RATE_PER_VISITOR = env("CHAT_RATE_PER_VISITOR", default="20/min")
+CHAT_RATE_PER_IP = env("CHAT_RATE_PER_IP", default="60/min")
+# Widget connections per IP (a reconnect storm or a script opening sockets).
+CHAT_CONNECT_RATE_PER_IP = env("CHAT_CONNECT_RATE_PER_IP", default="30/min")
+VISITOR_TOKEN_MAX_AGE_DAYS = env.int("VISITOR_TOKEN_MAX_AGE_DAYS", default=180)
+# Messages of the visitor's conversation sent back in session.ready.
+CHAT_SESSION_HISTORY_MESSAGES = env.int("CHAT_SESSION_HISTORY_MESSAGES", default=50)
+CONVERSATION_PAUSE_AFTER_SECONDS = env.int("CONVERSATION_PAUSE_AFTER_SECONDS", default=300)
+CONVERSATION_END_AFTER_HOURS = env.int("CONVERSATION_END_AFTER_HOURS", default=24)
+CELERY_BEAT_SCHEDULE["conversations-lifecycle"] = {
+    "task": "conversations.tasks.conversations_lifecycle_task",
+    "schedule": 60,
 }
 
 # --- e-mail -----------------------------------------------------------------

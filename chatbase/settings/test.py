@@ -3,7 +3,7 @@
 import os
 
 from .base import *
-from .base import CACHES, CELERY_BROKER_TRANSPORT_OPTIONS, CHANNEL_LAYERS, REDIS_URL, VAR_DIR
+from .base import CACHES, CELERY_BROKER_TRANSPORT_OPTIONS, CHANNEL_LAYERS, REDIS_URL, VAR_DIR, env
 
 SECRET_KEY = "test-secret-key-not-for-production-use-0123456789abcdef"
 DEBUG = False
@@ -20,8 +20,9 @@ MEDIA_ROOT = VAR_DIR / "test-media"
 
 if REDIS_URL:
     # Several test runs may share one Redis (CI, developers, pytest-xdist workers):
-    # keep every run's keys apart.
-    _prefix = f"chatbase-test-{os.getpid()}"
+    # keep every run's keys apart. A server the tests start (chatbase.testing.live)
+    # is given the run's prefix, so that it shares the channel layer with the tests.
+    _prefix = os.environ.get("CHATBASE_TEST_REDIS_PREFIX") or f"chatbase-test-{os.getpid()}"
     CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"{_prefix}:asgi"
     CACHES["default"]["KEY_PREFIX"] = _prefix
     CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = f"{_prefix}:celery:"
@@ -30,11 +31,13 @@ if REDIS_URL:
 # --- LLM providers: never a real provider from a test ---------------------------
 # Keys or URLs in a developer's environment must not reach OpenAI or Anthropic; tests
 # that need a model point these at chatbase.testing.fake_llm instead.
-OPENAI_API_KEY = ""
-OPENAI_BASE_URL = ""
-ANTHROPIC_API_KEY = ""
-ANTHROPIC_BASE_URL = ""
-LLM_PROVIDERS = ["openai", "anthropic", "extractive"]
+# A server started by the tests may be pointed at the fake server (only there).
+if not env.bool("CHATBASE_TEST_PROVIDERS_FROM_ENV", default=False):
+    OPENAI_API_KEY = ""
+    OPENAI_BASE_URL = ""
+    ANTHROPIC_API_KEY = ""
+    ANTHROPIC_BASE_URL = ""
+    LLM_PROVIDERS = ["openai", "anthropic", "extractive"]
 
 # --- knowledge base (bots/) ---
 # The tests fetch from local HTTP servers on 127.0.0.1.

@@ -1,0 +1,76 @@
+"""Fixed-window rate limits kept in Django's cache (Redis when configured, so every
+process shares them; process memory otherwise)."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from django.core.cache import cache
+
+from chatbase.core.errors import RateLimited
+
+_UNITS = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "h": 3600,
+    "hour": 3600,
+    "d": 86400,
+    "day": 86400,
+}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
+
+
+@dataclass(frozen=True)
+class Rate:
+    limit: int
+    window: int  # seconds
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        """'20/min', '5/10s', '1000/day'."""
+        match = _RATE.match(text.lower())
+        if not match or match.group(3) not in _UNITS:
+            raise ValueError(f"Not a rate: {text!r} (expected e.g. '20/min' or '5/10s').")
+        multiple = int(match.group(2) or 1)
+        return cls(limit=int(match.group(1)), window=multiple * _UNITS[match.group(3)])
+
+
+def _window(key: str, rate: Rate, now: float) -> tuple[str, float]:
+    start = int(now // rate.window) * rate.window
+    return f"ratelimit:{key}:{rate.window}:{start}", start + rate.window - now
+
+
+def rate_limit_hit(*, key: str, rate: Rate) -> None:
+    """Count one hit; raise RateLimited (with Retry-After) past the limit."""
+    cache_key, remaining = _window(key, rate, time.time())
+    # add() only creates: the first hit of a window sets the counter and its expiry.
+    if cache.add(cache_key, 1, timeout=rate.window + 1):
+        count = 1
+    else:
+        try:
+            count = cache.incr(cache_key)
+        except ValueError:  # expired between add() and incr()
+            cache.add(cache_key, 1, timeout=rate.window + 1)
+            count = 1
+    if count > rate.limit:
+        raise RateLimited(retry_after=remaining)
+
+
+async def arate_limit_hit(*, key: str, rate: Rate) -> None:
+    cache_key, remaining = _window(key, rate, time.time())
+    if await cache.aadd(cache_key, 1, timeout=rate.window + 1):
+        count = 1
+    else:
+        try:
+            count = await cache.aincr(cache_key)
+        except ValueError:
+            await cache.aadd(cache_key, 1, timeout=rate.window + 1)
+            count = 1
+    if count > rate.limit:
+        raise RateLimited(retry_after=remaining)

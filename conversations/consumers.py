@@ -1,0 +1,192 @@
+"""The visitor chat websocket: /ws/chat/{public_key}/?visitor=TOKEN (docs/protocol.md).
+
+Tokens are sent with `send_json` straight from the task that reads the model's
+stream: the channel layer is never used per token (DESIGN.md 4a).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from bots import selectors as bot_selectors
+from bots.configuration import normalise_origin
+from chatbase.core.clientip import client_ip_from_scope
+from chatbase.core.consumers import JsonConsumer
+from chatbase.core.errors import ChatbaseError, RateLimited, ValidationFailed
+from chatbase.core.ratelimit import Rate, arate_limit_hit
+from conversations import selectors, services
+from conversations.chat import AnswerDelta, AnswerDone, answer_stream
+from conversations.identity import visitor_token_issue, visitor_token_read
+from conversations.models import Conversation, Message
+
+logger = logging.getLogger(__name__)
+
+# Close codes of a refused handshake (the browser sees a failed connection either way).
+CLOSE_NOT_FOUND = 4404
+CLOSE_FORBIDDEN = 4403
+CLOSE_RATE_LIMITED = 4429
+# How long a disconnect waits for the partial answer to be stored.
+CANCEL_GRACE_SECONDS = 5
+
+
+def message_frame(message: Message) -> dict:
+    return {
+        "id": message.pk,
+        "role": message.role,
+        "text": message.text,
+        "sources": message.sources,
+        "provider": message.provider,
+        "incomplete": message.incomplete,
+        "created_at": message.created_at.isoformat(),
+    }
+
+
+def public_sources(sources: list[dict]) -> list[dict]:
+    """What a visitor sees of a source (no internal ids beyond the document's)."""
+    return [
+        {
+            "number": s.get("number"),
+            "document_title": s.get("document_title", ""),
+            "url": s.get("url", ""),
+            "snippet": s.get("snippet", ""),
+        }
+        for s in sources
+        if not s.get("duplicate")
+    ]
+
+
+class ChatConsumer(JsonConsumer):
+    accepted_types = frozenset({"message.send"})
+
+    async def connect(self):
+        self.bot = None
+        self.conversation: Conversation | None = None
+        self.answer_tasks: set[asyncio.Task] = set()
+        self.answer_lock = asyncio.Lock()
+        self.ip = client_ip_from_scope(self.scope) or "unknown"
+
+        bot = await database_sync_to_async(bot_selectors.bot_get_by_public_key)(
+            public_key=self.scope["url_route"]["kwargs"]["public_key"]
+        )
+        if bot is None or not bot.is_active:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        if not self._origin_allowed(bot):
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        try:
+            await arate_limit_hit(key=f"chat-connect:{self.ip}", rate=Rate.parse(settings.CHAT_CONNECT_RATE_PER_IP))
+        except RateLimited:
+            await self.close(code=CLOSE_RATE_LIMITED)
+            return
+        self.bot = bot
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        visitor_id = visitor_token_read(bot=bot, token=(query.get("visitor") or [""])[0])
+        # A missing, foreign or expired token gets a new visitor; a valid one is re-signed.
+        self.visitor_id, self.visitor_token = visitor_token_issue(bot=bot, visitor_id=visitor_id)
+        self.conversation = await database_sync_to_async(services.conversation_open)(
+            bot=bot,
+            visitor_id=self.visitor_id,
+            channel=Conversation.Channel.WIDGET,
+            metadata={"origin": self.origin},
+        )
+        history = await database_sync_to_async(selectors.message_window)(
+            conversation=self.conversation, limit=settings.CHAT_SESSION_HISTORY_MESSAGES
+        )
+        await self.accept()
+        await self.send_json(
+            {
+                "type": "session.ready",
+                "conversation_id": self.conversation.pk,
+                "visitor_token": self.visitor_token,
+                "welcome": bot.welcome_message,
+                "suggestions": bot.suggestions,
+                "history": [message_frame(m) | {"sources": public_sources(m.sources)} for m in history],
+            }
+        )
+
+    def _origin_allowed(self, bot) -> bool:
+        headers = dict(self.scope.get("headers") or [])
+        raw = headers.get(b"origin", b"").decode("latin-1")
+        self.origin = ""
+        if not raw:
+            return False  # nothing matches a missing Origin
+        try:
+            self.origin = normalise_origin(raw)
+        except ValidationFailed:
+            return False
+        return self.origin in bot.allowed_origins
+
+    async def disconnect(self, code):
+        # The visitor left: stop the model (the request upstream is closed) and keep
+        # the partial answer, which answer_stream stores as incomplete.
+        for task in list(self.answer_tasks):
+            task.cancel()
+        if self.answer_tasks:
+            await asyncio.wait(self.answer_tasks, timeout=CANCEL_GRACE_SECONDS)
+
+    async def handle_message_send(self, content):
+        text, client_id = content.get("text"), content.get("client_id") or ""
+        if not isinstance(client_id, str):
+            raise ValidationFailed("client_id: must be a string.")
+        await arate_limit_hit(
+            key=f"chat-visitor:{self.bot.pk}:{self.visitor_id}", rate=Rate.parse(settings.CHAT_RATE_PER_VISITOR)
+        )
+        await arate_limit_hit(key=f"chat-ip:{self.ip}", rate=Rate.parse(settings.CHAT_RATE_PER_IP))
+        stored = await self._store(text, client_id)
+        await self.send_json({"type": "message.ack", "client_id": client_id or None, "message_id": stored.message.pk})
+        if not stored.created:
+            return  # a resend after a reconnect: it was answered (or is being answered) already
+        task = asyncio.create_task(self._answer())
+        self.answer_tasks.add(task)
+        task.add_done_callback(self.answer_tasks.discard)
+
+    async def _store(self, text, client_id):
+        try:
+            return await database_sync_to_async(services.message_user_add)(
+                conversation=self.conversation, text=text, client_id=client_id
+            )
+        except ValidationFailed as exc:
+            if exc.code != "conversation_ended":
+                raise
+        # Ended while the socket was open (idle for a day): carry on in a new one.
+        self.conversation = await database_sync_to_async(services.conversation_open)(
+            bot=self.bot, visitor_id=self.visitor_id, channel=Conversation.Channel.WIDGET
+        )
+        return await database_sync_to_async(services.message_user_add)(
+            conversation=self.conversation, text=text, client_id=client_id
+        )
+
+    async def _answer(self):
+        # One answer at a time per socket, in the order the messages came.
+        async with self.answer_lock:
+            try:
+                async for event in answer_stream(conversation=self.conversation):
+                    if isinstance(event, AnswerDelta):
+                        await self.send_json(
+                            {"type": "answer.delta", "message_id": event.message_id, "delta": event.text}
+                        )
+                    elif isinstance(event, AnswerDone):
+                        message = event.message
+                        await self.send_json(
+                            {
+                                "type": "answer.done",
+                                "message_id": message.pk,
+                                "text": message.text,
+                                "sources": public_sources(message.sources),
+                                "provider": message.provider,
+                                "incomplete": message.incomplete,
+                            }
+                        )
+            except asyncio.CancelledError:
+                raise
+            except ChatbaseError as exc:
+                await self.send_error(exc)
+            except Exception as exc:  # the socket stays usable; the visitor is told
+                logger.exception("Answering in conversation %s failed", self.conversation.pk)
+                await self.send_error(exc)
