@@ -409,6 +409,14 @@ CELERY_BEAT_SCHEDULE["conversations-lifecycle"] = {
     "schedule": 60,
 }
 
+# --- widget and identity verification (static/widget/, conversations/) -------
+
+# --- matchmaking (conversations/matchmaking) ------------------------------------
+
+# --- leads and geo (leads/, geo/) ----------------------------------------------
+
+# --- CRM and integrations (crm/) -----------------------------------------------
+
 # --- e-mail -----------------------------------------------------------------
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="ChatBase <noreply@localhost>")
