@@ -18,6 +18,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 from django.conf import settings
@@ -38,6 +39,11 @@ class Embedder(Protocol):
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]: ...
 
     def embed_query(self, text: str) -> list[float]: ...
+
+    def prefetch_query(self, text: str) -> None: ...
+
+
+_prefetch_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="embed-prefetch")
 
 
 class _QueryCache:
@@ -77,6 +83,9 @@ class _BaseEmbedder(ABC):
     def __init__(self, *, batch_size: int | None = None, query_cache_size: int):
         self._batch_size = batch_size
         self._query_cache = _QueryCache(query_cache_size)
+        # Queries being embedded right now: a second caller waits for the first.
+        self._inflight: dict[str, Future] = {}
+        self._inflight_lock = threading.Lock()
 
     @property
     def batch_size(self) -> int:
@@ -102,9 +111,40 @@ class _BaseEmbedder(ABC):
         cached = self._query_cache.get(text)
         if cached is not None:
             return cached
-        vector = self.embed_documents([text])[0]
+        with self._inflight_lock:
+            pending = self._inflight.get(text)
+            if pending is None:
+                future: Future = Future()
+                self._inflight[text] = future
+        if pending is not None:
+            return pending.result()
+        try:
+            vector = self.embed_documents([text])[0]
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        finally:
+            with self._inflight_lock:
+                self._inflight.pop(text, None)
         self._query_cache.put(text, vector)
+        future.set_result(vector)
         return vector
+
+    def prefetch_query(self, text: str) -> None:
+        """Start embedding a query in the background; a later embed_query gets it.
+
+        The chat socket calls this as a message arrives, so the embedding overlaps
+        storing the message and loading the conversation instead of following them.
+        """
+        if self._query_cache.get(text) is not None or text in self._inflight:
+            return
+        _prefetch_threads.submit(self._prefetch, text)
+
+    def _prefetch(self, text: str) -> None:
+        try:
+            self.embed_query(text)
+        except Exception:  # the caller's own embed_query will meet (and report) the error
+            logger.debug("query prefetch failed", exc_info=True)
 
     @abstractmethod
     def _embed(self, texts: list[str]) -> list[list[float]]:

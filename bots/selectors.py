@@ -19,11 +19,13 @@ fewer than k rows. Two plans avoid that, picked by the bot's chunk count:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import Count, QuerySet
 
 from bots.models import TEXT_SEARCH_CONFIG, Bot, Chunk, Document, PromptTemplate
@@ -97,10 +99,38 @@ def _vector_literal(vector: Sequence[float]) -> str:
     return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
 
 
+_table_estimate: tuple[float, int] = (0.0, 0)
+
+
+def _total_chunks_estimate() -> int:
+    """PostgreSQL's own row estimate of the chunk table (from pg_class; refreshed each minute)."""
+    global _table_estimate
+    fetched_at, rows = _table_estimate
+    if time.monotonic() - fetched_at > 60:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = 'bots_chunk'::regclass")
+            rows = max(int(cursor.fetchone()[0]), 0)
+        _table_estimate = (time.monotonic(), rows)
+    return rows
+
+
+def exact_scan_is_cheaper(chunk_count: int) -> bool:
+    """Exact scans cost ~n row reads; a filtered HNSW walk costs ~1/share of the table.
+
+    bench/retrieval.py measured 0.78 us per row for the exact scan and 4.4 ms for the
+    HNSW walk of a bot holding half the table, so the walk costs about 2 ms / share.
+    The exact scan wins while n * 0.78 us < 2 ms * N / n, i.e. n * (n / N) < ~2,500.
+    """
+    if chunk_count <= settings.RETRIEVAL_EXACT_SCAN_MAX_CHUNKS:
+        return True
+    total = max(_total_chunks_estimate(), chunk_count)
+    return chunk_count * chunk_count / total < settings.RETRIEVAL_EXACT_SCAN_SHARE_LIMIT
+
+
 def vector_candidates(*, bot_id: int, chunk_count: int, vector: Sequence[float], limit: int) -> list[tuple[int, float]]:
     """[(chunk_id, cosine distance)] nearest first; exactly min(limit, chunk_count) rows."""
     literal = _vector_literal(vector)
-    if chunk_count <= settings.RETRIEVAL_EXACT_SCAN_MAX_CHUNKS:
+    if exact_scan_is_cheaper(chunk_count):
         # "+ 0" makes the ORDER BY expression unusable by the HNSW index, so the
         # planner reads the bot's rows through chunk_bot and sorts them: exact.
         sql = (
@@ -128,28 +158,57 @@ def vector_candidates(*, bot_id: int, chunk_count: int, vector: Sequence[float],
     return sorted(rows, key=lambda row: row[1])
 
 
+_common_lexemes_cache: tuple[float, list[str]] = (0.0, [])
+
+
+def _common_lexemes() -> list[str]:
+    """Lexemes in more than RETRIEVAL_TEXT_COMMON_SHARE of all chunks, from ANALYZE's
+    statistics of the tsvector column (refreshed every ten minutes)."""
+    global _common_lexemes_cache
+    fetched_at, common = _common_lexemes_cache
+    if time.monotonic() - fetched_at > 600:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats "
+                "WHERE tablename = 'bots_chunk' AND attname = 'search_vector'"
+            )
+            row = cursor.fetchone()
+        share = settings.RETRIEVAL_TEXT_COMMON_SHARE
+        common = [elem for elem, freq in zip(row[0], row[1], strict=False) if freq > share] if row and row[0] else []
+        _common_lexemes_cache = (time.monotonic(), common)
+    return common
+
+
 def text_candidates(*, bot_id: int, chunk_count: int, query: str, limit: int) -> list[tuple[int, float]]:
-    """[(chunk_id, ts_rank_cd)] best first, matching any of the query's terms."""
-    # plainto_tsquery ANDs every term, so a natural question rarely matches
-    # anything; OR-ing the same lexemes lets ts_rank_cd reward chunks with more.
-    tsquery = f"NULLIF(replace(plainto_tsquery('{TEXT_SEARCH_CONFIG}', %s)::text, ' & ', ' | '), '')::tsquery"
+    """[(chunk_id, ts_rank_cd)] best first, matching any of the query's informative terms.
+
+    plainto_tsquery ANDs every term, so a natural question rarely matches anything:
+    the query's lexemes are OR-ed instead, and ts_rank_cd rewards chunks with more of
+    them. Lexemes that occur in a large share of all chunks (an IDF of sorts, from
+    PostgreSQL's own statistics) are left out when rarer ones remain: they would
+    match most of a bot and bury the rare terms (names, codes) this half is for.
+    """
     if chunk_count <= settings.RETRIEVAL_EXACT_SCAN_MAX_CHUNKS:
         # A small bot: test its own rows. Left to itself the planner walks the GIN
-        # index of every bot's chunks for a common word, 30x slower.
+        # index of every bot's chunks for a common word, many times slower.
         candidates = "SELECT id, search_vector FROM bots_chunk WHERE bot_id = %s"
-        params = [query, bot_id]
+        params = [bot_id]
     else:
-        # A large bot: the GIN index. Ranking is capped at RETRIEVAL_TEXT_MAX_MATCHES
-        # rows because a common word can match every chunk, and ranking them all costs
-        # more than the whole vector search; the terms this half exists for (names,
-        # codes) are rare.
+        # A large bot: the GIN index, ranking at most RETRIEVAL_TEXT_MAX_MATCHES rows.
         candidates = (
             "SELECT c.id, c.search_vector FROM bots_chunk c, q "
             "WHERE q.query IS NOT NULL AND c.bot_id = %s AND c.search_vector @@ q.query LIMIT %s"
         )
-        params = [query, bot_id, settings.RETRIEVAL_TEXT_MAX_MATCHES]
+        params = [bot_id, settings.RETRIEVAL_TEXT_MAX_MATCHES]
     sql = f"""
-        WITH q AS (SELECT {tsquery} AS query),
+        WITH lexemes AS (SELECT lexeme FROM unnest(to_tsvector('{TEXT_SEARCH_CONFIG}', %s))),
+        informative AS (SELECT lexeme FROM lexemes WHERE lexeme <> ALL(%s::text[])),
+        chosen AS (
+            SELECT lexeme FROM informative
+            UNION ALL
+            SELECT lexeme FROM lexemes WHERE NOT EXISTS (SELECT 1 FROM informative)
+        ),
+        q AS (SELECT NULLIF(string_agg(quote_literal(lexeme), ' | '), '')::tsquery AS query FROM chosen),
         candidates AS MATERIALIZED ({candidates})
         SELECT m.id, ts_rank_cd(m.search_vector, q.query) AS rank
         FROM candidates m, q
@@ -158,7 +217,7 @@ def text_candidates(*, bot_id: int, chunk_count: int, query: str, limit: int) ->
         LIMIT %s
     """  # noqa: S608 - only module constants are formatted in; values are parameters
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, limit])
+        cursor.execute(sql, [query, _common_lexemes(), *params, limit])
         return cursor.fetchall()
 
 
@@ -171,9 +230,16 @@ def _rrf(rankings: list[list[int]], k: int) -> dict[int, float]:
 
 
 def chunk_search_by_vector(
-    *, bot: Bot, vector: Sequence[float], k: int, query: str = "", mode: str = "hybrid"
+    *,
+    bot: Bot,
+    vector: Sequence[float],
+    k: int,
+    query: str = "",
+    mode: str = "hybrid",
+    text_rows: list[tuple[int, float]] | None = None,
 ) -> list[SearchResult]:
-    """Top-k chunks of `bot`; `query` is the text for the full-text half of hybrid search."""
+    """Top-k chunks of `bot`; `query` is the text for the full-text half of hybrid search
+    (whose rows may be given, when they were fetched concurrently)."""
     if mode not in SEARCH_MODES:
         raise ValueError(f"unknown search mode {mode!r}")
     pool = max(k, settings.RETRIEVAL_CANDIDATES)
@@ -182,11 +248,12 @@ def chunk_search_by_vector(
         if mode in ("hybrid", "vector")
         else []
     )
-    text_rows = (
-        text_candidates(bot_id=bot.pk, chunk_count=bot.chunk_count, query=query, limit=pool)
-        if mode in ("hybrid", "text") and query
-        else []
-    )
+    if text_rows is None:
+        text_rows = (
+            text_candidates(bot_id=bot.pk, chunk_count=bot.chunk_count, query=query, limit=pool)
+            if mode in ("hybrid", "text") and query
+            else []
+        )
 
     vector_rank = {cid: rank for rank, (cid, _) in enumerate(vector_rows, start=1)}
     vector_similarity = {cid: 1.0 - distance for cid, distance in vector_rows}
@@ -227,9 +294,37 @@ def chunk_search_by_vector(
     return results
 
 
+_retrieval_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="retrieval")
+
+
+def _text_candidates_in_thread(**kwargs) -> list[tuple[int, float]]:
+    try:
+        return text_candidates(**kwargs)
+    finally:
+        # This worker thread's connection goes back (to the pool) at once.
+        connections.close_all()
+
+
 def chunk_search(*, bot: Bot, query: str, k: int = 5, mode: str = "hybrid") -> list[SearchResult]:
-    """Top-k chunks of `bot` for a natural-language query; never another bot's."""
+    """Top-k chunks of `bot` for a natural-language query; never another bot's.
+
+    In hybrid mode the full-text half runs on another connection while the question
+    is embedded and the vector half runs: they take about as long as each other, and
+    this is on every answer's path to its first token. Inside a transaction (which
+    the other connection could not see into) both run here, one after the other.
+    """
     from bots.embeddings import get_embedder
 
+    text_future = None
+    if mode == "hybrid" and query and not connection.in_atomic_block:
+        text_future = _retrieval_threads.submit(
+            _text_candidates_in_thread,
+            bot_id=bot.pk,
+            chunk_count=bot.chunk_count,
+            query=query,
+            limit=max(k, settings.RETRIEVAL_CANDIDATES),
+        )
     vector = get_embedder().embed_query(query) if mode != "text" else []
-    return chunk_search_by_vector(bot=bot, vector=vector, k=k, query=query, mode=mode)
+    return chunk_search_by_vector(
+        bot=bot, vector=vector, k=k, query=query, mode=mode, text_rows=text_future.result() if text_future else None
+    )

@@ -72,14 +72,26 @@ def estimate_tokens(text: str) -> int:
     return len(text) // 4 + 4
 
 
+def retrieval_query(text: str, previous: str | None = None) -> str:
+    """What to search for a user message (with the one before it, if it is short)."""
+    if previous and len(text.split()) < SHORT_QUESTION_WORDS:
+        text = f"{previous} {text}"
+    return text[:1000]
+
+
 def _retrieval_query(window: list[Message]) -> str:
     users = [m.text for m in window if m.role == Message.Role.USER]
     if not users:
         return ""
-    query = users[-1]
-    if len(query.split()) < SHORT_QUESTION_WORDS and len(users) > 1:
-        query = f"{users[-2]} {query}"
-    return query[:1000]
+    return retrieval_query(users[-1], users[-2] if len(users) > 1 else None)
+
+
+def prefetch_retrieval(*, bot, text: object, previous: str | None) -> None:
+    """Start embedding the question as soon as it arrives (see Embedder.prefetch_query)."""
+    if bot.chunk_count and isinstance(text, str) and 0 < len(text.strip()) <= settings.CHAT_MAX_MESSAGE_CHARS:
+        from bots.embeddings import get_embedder
+
+        get_embedder().prefetch_query(retrieval_query(text.strip(), previous))
 
 
 def _history(window: list[Message], summary: str) -> list[ChatMessage]:

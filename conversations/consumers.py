@@ -20,7 +20,7 @@ from chatbase.core.consumers import JsonConsumer
 from chatbase.core.errors import ChatbaseError, RateLimited, ValidationFailed
 from chatbase.core.ratelimit import Rate, arate_limit_hit
 from conversations import selectors, services
-from conversations.chat import AnswerDelta, AnswerDone, answer_stream
+from conversations.chat import AnswerDelta, AnswerDone, answer_stream, prefetch_retrieval
 from conversations.identity import visitor_token_issue, visitor_token_read
 from conversations.models import Conversation, Message
 
@@ -65,6 +65,7 @@ class ChatConsumer(JsonConsumer):
 
     async def connect(self):
         self.bot = None
+        self.last_user_text: str | None = None
         self.conversation: Conversation | None = None
         self.answer_tasks: set[asyncio.Task] = set()
         self.answer_lock = asyncio.Lock()
@@ -98,6 +99,7 @@ class ChatConsumer(JsonConsumer):
         history = await database_sync_to_async(selectors.message_window)(
             conversation=self.conversation, limit=settings.CHAT_SESSION_HISTORY_MESSAGES
         )
+        self.last_user_text = next((m.text for m in reversed(history) if m.role == Message.Role.USER), None)
         await self.accept()
         await self.send_json(
             {
@@ -138,7 +140,9 @@ class ChatConsumer(JsonConsumer):
             key=f"chat-visitor:{self.bot.pk}:{self.visitor_id}", rate=Rate.parse(settings.CHAT_RATE_PER_VISITOR)
         )
         await arate_limit_hit(key=f"chat-ip:{self.ip}", rate=Rate.parse(settings.CHAT_RATE_PER_IP))
+        prefetch_retrieval(bot=self.bot, text=text, previous=self.last_user_text)
         stored = await self._store(text, client_id)
+        self.last_user_text = stored.message.text
         await self.send_json({"type": "message.ack", "client_id": client_id or None, "message_id": stored.message.pk})
         if not stored.created:
             return  # a resend after a reconnect: it was answered (or is being answered) already

@@ -211,3 +211,14 @@ def test_unconfigured_openai_backend_fails_clearly_at_first_use():
 def test_unknown_backend_is_refused():
     with override_settings(EMBEDDINGS="word2vec"), pytest.raises(ImproperlyConfigured, match="EMBEDDINGS"):
         get_embedder()
+
+
+def test_a_prefetched_query_is_embedded_once_and_reused(local_embedder, embed_spy):
+    import threading
+
+    text = f"prefetch me {threading.get_ident()} {id(embed_spy)}"
+    local_embedder.prefetch_query(text)
+    vector = local_embedder.embed_query(text)  # waits for the prefetch instead of embedding again
+    assert vector == local_embedder.embed_query(text)
+    assert embed_spy.texts == [text]
+    assert len(vector) == 384

@@ -334,6 +334,9 @@ CELERY_BEAT_SCHEDULE.update(
 # Bots with at most this many chunks are searched exactly (bench/retrieval.py
 # measured where the exact scan stops being cheaper than the HNSW walk).
 RETRIEVAL_EXACT_SCAN_MAX_CHUNKS = env.int("RETRIEVAL_EXACT_SCAN_MAX_CHUNKS", default=5_000)
+# Above that, a bot whose chunks are a small share of the table is still scanned
+# exactly while n * (n / total) stays below this (see bots.selectors.exact_scan_is_cheaper).
+RETRIEVAL_EXACT_SCAN_SHARE_LIMIT = env.int("RETRIEVAL_EXACT_SCAN_SHARE_LIMIT", default=2_500)
 RETRIEVAL_HNSW_EF_SEARCH = env.int("RETRIEVAL_HNSW_EF_SEARCH", default=100)
 RETRIEVAL_HNSW_MAX_SCAN_TUPLES = env.int("RETRIEVAL_HNSW_MAX_SCAN_TUPLES", default=40_000)
 # Each ranking (vector, full-text) contributes this many candidates to the fusion.
@@ -342,6 +345,9 @@ RETRIEVAL_RRF_K = env.int("RETRIEVAL_RRF_K", default=60)
 # Full-text matches ranked per query (a word common to every chunk must not make
 # ranking cost more than the vector search).
 RETRIEVAL_TEXT_MAX_MATCHES = env.int("RETRIEVAL_TEXT_MAX_MATCHES", default=1000)
+# Query words found in more than this share of all chunks are left out of the
+# full-text query when rarer words remain (PostgreSQL's column statistics tell).
+RETRIEVAL_TEXT_COMMON_SHARE = env.float("RETRIEVAL_TEXT_COMMON_SHARE", default=0.05)
 
 # --- LLM providers and chat (bots/llm/, conversations/) ----------------------
 # Providers are tried in this order; one without a key is skipped, and the offline

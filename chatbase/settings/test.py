@@ -3,7 +3,7 @@
 import os
 
 from .base import *
-from .base import CACHES, CELERY_BROKER_TRANSPORT_OPTIONS, CHANNEL_LAYERS, REDIS_URL, VAR_DIR, env
+from .base import CACHES, CELERY_BROKER_TRANSPORT_OPTIONS, CHANNEL_LAYERS, DATABASES, REDIS_URL, VAR_DIR, env
 
 SECRET_KEY = "test-secret-key-not-for-production-use-0123456789abcdef"
 DEBUG = False
@@ -48,3 +48,8 @@ EMBEDDING_RETRY_MAX_WAIT_SECONDS = 0.05
 EMBEDDINGS = "local"
 EMBEDDINGS_OPENAI_API_KEY = ""
 EMBEDDINGS_OPENAI_BASE_URL = ""
+
+# channels' test communicator turns close_old_connections into a no-op, so every
+# worker thread a consumer test touches keeps its pooled connection until the end.
+if isinstance(DATABASES["default"]["OPTIONS"].get("pool"), dict):
+    DATABASES["default"]["OPTIONS"]["pool"]["max_size"] = 40

@@ -38,6 +38,7 @@ import pytest
 
 from chatbase.testing.fake_llm_formats import (
     FAILURES,
+    STAMP,
     Script,
     anthropic_message,
     anthropic_stream,
@@ -49,8 +50,11 @@ from chatbase.testing.fake_llm_formats import (
     stream_error_event,
 )
 
+_STAMP = STAMP.encode()
+
 __all__ = [
     "FAILURES",
+    "STAMP",
     "FakeLLMServer",
     "RecordedRequest",
     "Script",
@@ -463,6 +467,8 @@ class FakeLLMServer:
                 record.tokens_sent = tokens
             if not conn.open:
                 return False
+            if script.stamp and is_token:
+                payload = payload.replace(_STAMP, b"%.6f" % time.time())
             writer.write(b"%x\r\n%s\r\n" % (len(payload), payload))
             if interval or not is_token:
                 await writer.drain()
@@ -524,9 +530,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--tokens-per-second", type=float, default=None)
     parser.add_argument("--tokens", type=int, default=100, help="words in every answer")
+    parser.add_argument("--stamp", action="store_true", help="every token is its emission time (benchmarks)")
     args = parser.parse_args(argv)
     server = FakeLLMServer(port=args.port).start()
-    script = Script(text=" ".join(f"word{i}" for i in range(args.tokens)), tokens_per_second=args.tokens_per_second)
+    words = [STAMP if args.stamp else f"word{i}" for i in range(args.tokens)]
+    script = Script(text=" ".join(words), tokens_per_second=args.tokens_per_second, stamp=args.stamp)
     server.openai.default = server.anthropic.default = script
     print(f"OPENAI_BASE_URL={server.openai_base_url}", flush=True)
     print(f"ANTHROPIC_BASE_URL={server.anthropic_base_url}", flush=True)

@@ -35,6 +35,9 @@ _ids = itertools.count(1)
 TAIL = (None, b"")
 
 
+STAMP = "@STAMP@"
+
+
 def split_tokens(text: str) -> list[str]:
     """Word-sized tokens carrying their leading whitespace, as real tokenizers mostly do."""
     return _TOKEN.findall(text)
@@ -65,6 +68,9 @@ class Script:
     finish_reason: str | None = None
     # How long "hang" and "stall" wait for the client to give up before closing.
     hang_seconds: float = 30.0
+    # Benchmarks: every STAMP in the text is replaced, as the token is written, by the
+    # wall-clock time (seconds, 6 decimals), so a client can measure relay latency.
+    stamp: bool = False
 
     def __post_init__(self) -> None:
         if self.failure is not None and self.failure not in FAILURES:
