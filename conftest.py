@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 
 import pytest
@@ -86,6 +88,32 @@ def media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MEDIA_ROOT.mkdir()
     return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def captured_logs():
+    """Everything logged, formatted by the project's formatters (plain and JSON)."""
+    from chatbase.core.logging import JsonFormatter, RedactingFormatter, RequestIdFilter
+
+    plain, structured = io.StringIO(), io.StringIO()
+    handlers = []
+    for stream, formatter in (
+        (plain, RedactingFormatter("%(levelname)s %(name)s [%(request_id)s] %(message)s")),
+        (structured, JsonFormatter()),
+    ):
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(formatter)
+        handler.addFilter(RequestIdFilter())
+        handlers.append(handler)
+    root = logging.getLogger()
+    old_level = root.level
+    root.setLevel(logging.DEBUG)
+    for handler in handlers:
+        root.addHandler(handler)
+    yield lambda: (plain.getvalue(), structured.getvalue())
+    for handler in handlers:
+        root.removeHandler(handler)
+    root.setLevel(old_level)
 
 
 @pytest.fixture(autouse=True)

@@ -29,6 +29,7 @@ from django.db import connection, connections, transaction
 from django.db.models import Count, QuerySet
 
 from bots.models import TEXT_SEARCH_CONFIG, Bot, Chunk, Document, PromptTemplate
+from chatbase.core import metrics
 from chatbase.core.errors import NotFound
 from chatbase.core.models import User
 
@@ -315,6 +316,7 @@ def chunk_search(*, bot: Bot, query: str, k: int = 5, mode: str = "hybrid") -> l
     """
     from bots.embeddings import get_embedder
 
+    started = time.perf_counter()
     text_future = None
     if mode == "hybrid" and query and not connection.in_atomic_block:
         text_future = _retrieval_threads.submit(
@@ -325,6 +327,8 @@ def chunk_search(*, bot: Bot, query: str, k: int = 5, mode: str = "hybrid") -> l
             limit=max(k, settings.RETRIEVAL_CANDIDATES),
         )
     vector = get_embedder().embed_query(query) if mode != "text" else []
-    return chunk_search_by_vector(
+    results = chunk_search_by_vector(
         bot=bot, vector=vector, k=k, query=query, mode=mode, text_rows=text_future.result() if text_future else None
     )
+    metrics.retrieval_latency.labels(mode).observe(time.perf_counter() - started)
+    return results

@@ -30,6 +30,7 @@ from bots.llm.providers import provider_order
 from bots.llm.tools import ToolContext, specs_for
 from bots.models import PromptTemplate
 from bots.templates import personalise, template_select
+from chatbase.core import metrics
 from chatbase.core.errors import Unavailable
 from chatbase.core.models import User
 from conversations import selectors, services
@@ -245,6 +246,20 @@ def _finish(turn: Turn, text: str, result: ChatResult | None, *, incomplete: boo
     return message
 
 
+def _record_metrics(result: ChatResult, *, started: float, first: float | None) -> None:
+    outcome = "incomplete" if result.incomplete else "complete"
+    for provider in result.providers:
+        metrics.llm_requests.labels(provider, outcome).inc()
+    for usage in result.usage:
+        metrics.llm_tokens.labels(usage.provider, "input").inc(usage.input_tokens)
+        metrics.llm_tokens.labels(usage.provider, "output").inc(usage.output_tokens)
+        metrics.llm_cost.labels(usage.provider).inc(float(usage.cost_usd))
+    if result.providers:
+        metrics.llm_latency.labels(result.provider).observe(time.monotonic() - started)
+        if first is not None:
+            metrics.llm_first_token.labels(result.providers[0]).observe(first - started)
+
+
 async def answer_stream(
     *, conversation: Conversation, owner: User | None = None
 ) -> AsyncIterator[AnswerDelta | AnswerDone]:
@@ -274,6 +289,9 @@ async def answer_stream(
                 elif isinstance(event, ChatResult):
                     result = event
                 elif isinstance(event, ProviderFailed):
+                    stage = "mid_answer" if event.mid_stream else "before_first_token"
+                    metrics.llm_errors.labels(event.provider, stage).inc()
+                    metrics.llm_fallbacks.labels(event.provider, stage).inc()
                     logger.warning(
                         "provider %s failed for conversation %s (%s, mid_stream=%s)",
                         event.provider, conversation.pk, event.reason, event.mid_stream,
@@ -281,6 +299,7 @@ async def answer_stream(
                 elif isinstance(event, ToolCalled):
                     logger.info("tool %s called in conversation %s", event.name, conversation.pk)
     except Unavailable:
+        metrics.llm_requests.labels("none", "unavailable").inc()
         await database_sync_to_async(services.message_assistant_discard)(message=turn.answer)
         raise
     except (asyncio.CancelledError, GeneratorExit):
@@ -295,6 +314,8 @@ async def answer_stream(
             await asyncio.shield(database_sync_to_async(services.message_assistant_discard)(message=turn.answer))
         raise
     text = result.text if result else "".join(parts)
+    if result is not None:
+        _record_metrics(result, started=started, first=first)
     message = await database_sync_to_async(_finish)(
         turn, text, result, incomplete=result is None, started=started, first=first
     )

@@ -41,6 +41,7 @@ from bots.ingestion.validation import (
     validate_upload,
 )
 from bots.models import Bot, Chunk, Document
+from chatbase.core import metrics
 from chatbase.core.errors import ChatbaseError, Unavailable, ValidationFailed
 
 logger = logging.getLogger(__name__)
@@ -216,6 +217,7 @@ def _set_state(document: Document, **fields) -> None:
 
 
 def _fail(document: Document, message: str) -> None:
+    metrics.ingestion_jobs.labels("error").inc()
     try:
         _set_state(document, status=Document.Status.ERROR, error=message[:2000])
     except DatabaseError:
@@ -341,6 +343,7 @@ def _replace_chunks(
 
 
 def _finish_unchanged(document: Document) -> None:
+    metrics.ingestion_jobs.labels("unchanged").inc()
     fields = {"status": Document.Status.READY, "progress": 100, "error": ""}
     if document.source_type == Document.SourceType.URL:
         fields["last_synced_at"] = timezone.now()
@@ -418,6 +421,7 @@ def document_ingest(
         logger.exception("Ingestion of document %s failed", document.pk)
         _fail(document, f"Ingestion failed unexpectedly ({type(exc).__name__}).")
         raise
+    metrics.ingestion_jobs.labels("ready").inc()
     if progress_callback:
         progress_callback(100)
     document.refresh_from_db()

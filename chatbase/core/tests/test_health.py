@@ -16,6 +16,21 @@ def test_ready_checks_the_database(client, settings):
     assert body["status"] == "ok"
     assert body["checks"]["database"] == "ok"
     assert body["checks"]["redis"] == ("ok" if settings.REDIS_URL else "disabled")
+    assert body["checks"]["broker"] == "disabled"  # the test settings run tasks eagerly
+
+
+def test_ready_checks_the_broker_when_tasks_are_queued(client, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    from chatbase.celery import app
+
+    original = app.conf.broker_url
+    app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens there
+    try:
+        response = client.get("/ready")
+    finally:
+        app.conf.broker_url = original
+    assert response.status_code == 503
+    assert response.json()["checks"]["broker"].startswith("error:")
 
 
 def test_ready_is_503_naming_redis_when_redis_is_down(client, settings):

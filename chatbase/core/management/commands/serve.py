@@ -8,6 +8,7 @@ prints where everything is.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,9 +52,19 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         demo = None if no_seed else demo_seed()
 
-        children: list[tuple[str, subprocess.Popen]] = [("daphne", subprocess.Popen(daphne_command(host, port)))]
+        env = os.environ.copy()
         if settings.REDIS_URL:
-            children += [(name, subprocess.Popen(cmd)) for name, cmd in celery_commands()]
+            # Daphne, the worker and beat each count their own metrics; /metrics adds
+            # them up from files in this directory, which must start empty.
+            metrics_dir = settings.VAR_DIR / "prometheus"
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        children: list[tuple[str, subprocess.Popen]] = [
+            ("daphne", subprocess.Popen(daphne_command(host, port), env=env))
+        ]
+        if settings.REDIS_URL:
+            children += [(name, subprocess.Popen(cmd, env=env)) for name, cmd in celery_commands()]
         self._print_banner(host, port, demo)
 
         stopping = False
