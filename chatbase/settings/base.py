@@ -37,6 +37,8 @@ MEDIA_ROOT = VAR_DIR / "media"
 MEDIA_URL = "/media/"
 
 SECRET_KEY = env("SECRET_KEY", default="")
+# Old keys still accepted for signatures while they expire (see docs/operations.md).
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
 PORT = env.int("PORT", default=8000)
