@@ -1,7 +1,7 @@
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import Count
+from django.contrib.humanize.templatetags.humanize import intcomma
 from django.utils.html import format_html
 
 from bots.models import Bot, Chunk, Document, PromptTemplate
@@ -9,6 +9,8 @@ from bots.services import bots as bot_services
 from bots.services import documents as document_services
 from bots.services import templates as template_services
 from chatbase.core.errors import ValidationFailed
+from conversations.budgets import limits_for
+from conversations.selectors import bot_queryset_with_usage_today
 
 
 class PromptTemplateAdminForm(forms.ModelForm):
@@ -83,7 +85,16 @@ class BotAdminForm(forms.ModelForm):
 @admin.register(Bot)
 class BotAdmin(admin.ModelAdmin):
     form = BotAdminForm
-    list_display = ["name", "owner", "status", "provider", "document_count", "chunk_count", "created_at"]
+    list_display = [
+        "name",
+        "owner",
+        "status",
+        "provider",
+        "document_count",
+        "chunk_count",
+        "tokens_today",
+        "created_at",
+    ]
     list_filter = ["status", "provider"]
     search_fields = ["name", "owner__email", "public_key"]
     list_select_related = ["owner", "template"]
@@ -102,7 +113,17 @@ class BotAdmin(admin.ModelAdmin):
     )
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(document_count=Count("documents"))
+        return bot_queryset_with_usage_today(super().get_queryset(request))
+
+    @admin.display(ordering="tokens_today", description="tokens today / budget")
+    def tokens_today(self, bot):
+        budget, _ = limits_for(bot)
+        used = intcomma(bot.tokens_today)
+        if not budget:
+            return used
+        if bot.tokens_today >= budget:
+            return format_html('<strong style="color:#b91c1c">{} / {} (spent)</strong>', used, intcomma(budget))
+        return f"{used} / {intcomma(budget)}"
 
     @admin.display(ordering="document_count", description="documents")
     def document_count(self, bot):

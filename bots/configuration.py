@@ -89,6 +89,9 @@ CONFIGURATION_KEYS: dict[str, Callable[[str, object], object]] = {
     "score_weights": _weights,
     # Maximum model tokens this bot may spend per day (0 = no limit).
     "daily_token_budget": _int_range(0, 1_000_000_000),
+    # Maximum model tokens one visitor may use per day on this bot (0 = no limit);
+    # overrides the VISITOR_DAILY_TOKEN_CAP setting.
+    "visitor_daily_token_cap": _int_range(0, 1_000_000_000),
     # Passages retrieved per answer.
     "retrieval_k": _int_range(1, 20),
     # Require the widget's identity verification (data-user-id + data-user-hash).

@@ -34,6 +34,7 @@ from chatbase.core import metrics
 from chatbase.core.errors import Unavailable
 from chatbase.core.models import User
 from conversations import selectors, services
+from conversations.budgets import budget_check, budget_record
 from conversations.models import Conversation, Message
 
 logger = logging.getLogger(__name__)
@@ -141,6 +142,8 @@ def _owner_of(conversation: Conversation, owner: User | None) -> User | None:
 def turn_prepare(*, conversation_id: int, owner: User | None = None) -> Turn:
     """Everything before the model call: runs in a worker thread (ORM and embedding)."""
     conversation = Conversation.objects.select_related("bot", "template", "bot__template").get(pk=conversation_id)
+    # Before any spending: the user's message is stored; the answer is what is refused.
+    budget_check(conversation=conversation)
     bot = conversation.bot
     window = selectors.message_window(conversation=conversation, limit=settings.CHAT_HISTORY_MESSAGES)
     recent_user_text = " ".join(m.text for m in window if m.role == Message.Role.USER)[-2000:]
@@ -236,6 +239,7 @@ def _finish(turn: Turn, text: str, result: ChatResult | None, *, incomplete: boo
         incomplete=incomplete or bool(result and result.incomplete),
     )
     conversation = turn.conversation
+    budget_record(conversation=conversation, tokens=message.input_tokens + message.output_tokens)
     if (
         conversation.message_count + 2 - conversation.summary_message_count
         > settings.CHAT_HISTORY_MESSAGES + SUMMARY_STEP

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, F, OuterRef, Prefetch, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 
-from bots.models import Bot
+from bots.models import Bot, Document
 from chatbase.core.errors import NotFound
 from chatbase.core.models import User
+from conversations.budgets import day_start
 from conversations.models import Conversation, Message
 
 
@@ -71,3 +73,23 @@ def conversation_get(*, owner: User, conversation_id: int) -> Conversation:
     if conversation is None:
         raise NotFound("No such conversation.")
     return conversation
+
+
+def bot_queryset_with_usage_today(bots: QuerySet[Bot]) -> QuerySet[Bot]:
+    """Bots annotated with `document_count` and `tokens_today` (model tokens since 00:00 UTC).
+
+    One query for a whole admin page: both are correlated subqueries, so the two
+    to-many relations never multiply each other's rows.
+    """
+    documents = Document.objects.filter(bot=OuterRef("pk")).order_by().values("bot").annotate(n=Count("pk")).values("n")
+    tokens = (
+        Message.objects.filter(conversation__bot=OuterRef("pk"), created_at__gte=day_start())
+        .order_by()
+        .values("conversation__bot")
+        .annotate(total=Sum(F("input_tokens") + F("output_tokens")))
+        .values("total")
+    )
+    return bots.annotate(
+        document_count=Coalesce(Subquery(documents), 0),
+        tokens_today=Coalesce(Subquery(tokens), 0),
+    )

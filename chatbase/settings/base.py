@@ -282,6 +282,9 @@ USE_TZ = True
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Model tokens one visitor may use per bot per UTC day before answers are refused
+# with rate_limited (0 = no limit; a bot's configuration.visitor_daily_token_cap wins).
+VISITOR_DAILY_TOKEN_CAP = env.int("VISITOR_DAILY_TOKEN_CAP", default=200_000)
 # Daphne is started with the same limits (see chatbase.core.management.commands.serve).
 WEBSOCKET_MAX_MESSAGE_BYTES = 1024 * 1024
 
