@@ -36,11 +36,31 @@ def _close_database_connections(django_db_setup, django_db_blocker):
             )
 
 
+def _restore_migration_data_after_flush(item) -> None:
+    """Give every transactional test the rows the migrations created.
+
+    A transactional test ends with a flush, which also deletes what data migrations
+    shipped (prompt templates, service areas, beat schedules); the next test would
+    silently run without them. Serialised rollback reloads them before each one.
+    """
+    marker = item.get_closest_marker("django_db")
+    fixtures = getattr(item, "fixturenames", ())
+    uses_fixture = "transactional_db" in fixtures or "live_server" in fixtures
+    if marker is None and not uses_fixture:
+        return
+    kwargs = dict(marker.kwargs) if marker is not None else {}
+    if not (kwargs.get("transaction") or uses_fixture):
+        return
+    kwargs.update(transaction=True, serialized_rollback=True)
+    item.add_marker(pytest.mark.django_db(**kwargs))
+
+
 def pytest_collection_modifyitems(config, items):
     skip_redis = pytest.mark.skip(reason="REDIS_URL is not set (CI runs the suite once with Redis)")
     skip_slow = pytest.mark.skip(reason="slow set-up test: set CHATBASE_SLOW_TESTS=1 (CI does)")
     run_slow = os.environ.get("CHATBASE_SLOW_TESTS") == "1"
     for item in items:
+        _restore_migration_data_after_flush(item)
         if "redis" in item.keywords and not os.environ.get("REDIS_URL"):
             item.add_marker(skip_redis)
         if "slow" in item.keywords and not run_slow:

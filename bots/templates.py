@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from datetime import datetime
 
 from django.core.cache import cache
@@ -147,16 +148,22 @@ SHIPPED_TEMPLATES: list[dict] = [
 ]
 
 
+def _new_version() -> int:
+    # Never a small constant: after a cache flush, a restarted count could equal the
+    # version a process already holds, and that process would keep stale templates.
+    return time.time_ns()
+
+
 def template_cache_invalidate() -> None:
     try:
         cache.incr(_VERSION_KEY)
-    except ValueError:  # the key expired or was never set
-        cache.set(_VERSION_KEY, 1, timeout=None)
+    except ValueError:  # the key expired, was flushed or was never set
+        cache.set(_VERSION_KEY, _new_version(), timeout=None)
 
 
 def _templates() -> dict[str, PromptTemplate]:
     global _cached
-    version = cache.get_or_set(_VERSION_KEY, 1, timeout=None)
+    version = cache.get_or_set(_VERSION_KEY, _new_version, timeout=None)
     with _lock:
         if _cached is None or _cached[0] != version:
             _cached = (version, {t.slug: t for t in PromptTemplate.objects.all()})

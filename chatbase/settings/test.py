@@ -3,7 +3,16 @@
 import os
 
 from .base import *
-from .base import CACHES, CELERY_BROKER_TRANSPORT_OPTIONS, CHANNEL_LAYERS, DATABASES, REDIS_URL, VAR_DIR, env
+from .base import (
+    CACHES,
+    CELERY_BROKER_TRANSPORT_OPTIONS,
+    CHANNEL_LAYERS,
+    DATABASES,
+    INSTALLED_APPS,
+    REDIS_URL,
+    VAR_DIR,
+    env,
+)
 
 SECRET_KEY = "test-secret-key-not-for-production-use-0123456789abcdef"
 DEBUG = False
@@ -53,3 +62,8 @@ EMBEDDINGS_OPENAI_BASE_URL = ""
 # worker thread a consumer test touches keeps its pooled connection until the end.
 if isinstance(DATABASES["default"]["OPTIONS"].get("pool"), dict):
     DATABASES["default"]["OPTIONS"]["pool"]["max_size"] = 40
+
+# Transactional tests reload what data migrations shipped (conftest.py turns on
+# serialised rollback for them): only the apps that ship rows, so the reload is cheap.
+_APPS_WITH_SHIPPED_ROWS = {"bots", "geo"}
+TEST_NON_SERIALIZED_APPS = [app for app in INSTALLED_APPS if app not in _APPS_WITH_SHIPPED_ROWS]
