@@ -11,11 +11,12 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from chatbase.core.bodylimit import BodySizeLimitMiddleware  # noqa: E402
 from chatbase.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": BodySizeLimitMiddleware(django_asgi_app),
         # Each websocket consumer checks its own Origin policy (the chat socket has a
         # per-bot allow-list), so no blanket AllowedHostsOriginValidator here.
         "websocket": URLRouter(websocket_urlpatterns),

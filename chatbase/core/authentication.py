@@ -37,3 +37,18 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return {"type": "http", "scheme": "bearer"}
+
+
+def login_username(request, credentials: dict | None = None) -> str | None:
+    """The user name django-axes counts failures against, whichever form logged in.
+
+    The admin form posts `username`, allauth posts `login`, and backends are called
+    with `email` (our USERNAME_FIELD); lower-cased so case variants share a count.
+    """
+    sources = [credentials or {}, getattr(request, "POST", {}) or {}]
+    for source in sources:
+        for field in ("username", "email", "login"):
+            value = source.get(field)
+            if value:
+                return str(value).strip().lower()
+    return None

@@ -8,6 +8,7 @@ production only tightens.
 
 from __future__ import annotations
 
+import datetime
 import os
 from pathlib import Path
 from urllib.parse import unquote
@@ -57,12 +58,15 @@ INSTALLED_APPS = [
     "django_prometheus",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "corsheaders",
     "channels",
     "django_celery_beat",
     "allauth",
     "allauth.account",
     "allauth.socialaccount",
+    "axes",
+    "csp",
     "chatbase.core",
     "bots",
     "conversations",
@@ -83,7 +87,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    # Last, as django-axes asks: it turns a lockout raised during login into its response.
+    "axes.middleware.AxesMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -203,6 +210,8 @@ CELERY_BEAT_SCHEDULE: dict = {}
 
 # --- auth -------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
+    # First, so a locked-out login is refused before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "allauth.account.auth_backends.AuthenticationBackend",
 ]
@@ -244,6 +253,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Bots, documents, retrieval, chat, leads, CRM and matchmaking.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from the installed sidecar package: no CDN, so the docs work offline
+    # and under our Content-Security-Policy (script-src 'self').
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # Several models have a "status"; name each enum after its model.
     "ENUM_NAME_OVERRIDES": {
@@ -277,6 +291,40 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# --- security headers ---------------------------------------------------------
+# Content-Security-Policy for every page we render (admin, demo, API docs). No inline
+# scripts anywhere; the admin's few inline style attributes need 'unsafe-inline'
+# for styles only. The widget runs on other sites under their policies, not this one.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "frame-ancestors": ["'self'"],
+        "form-action": ["'self'"],
+        "base-uri": ["'self'"],
+        "object-src": ["'none'"],
+    },
+}
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "strict-origin-when-cross-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+
+# Admin (and any password) login throttling: django-axes locks a user name from an
+# address after AXES_FAILURE_LIMIT failures, for AXES_COOLOFF_MINUTES.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = datetime.timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+# By the pair: an attacker cannot lock the real admin out from everywhere.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_USERNAME_CALLABLE = "chatbase.core.authentication.login_username"
+# The same client address as everything else (X-Forwarded-For only from TRUSTED_PROXIES).
+AXES_CLIENT_IP_CALLABLE = "chatbase.core.clientip.client_ip_from_request"
+AXES_VERBOSE = False
+
 # --- limits -----------------------------------------------------------------
 # Proxies (IPs or CIDR ranges) whose X-Forwarded-For is believed; empty: none.
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
@@ -291,6 +339,9 @@ WEBSOCKET_MAX_MESSAGE_BYTES = 1024 * 1024
 # --- knowledge base: ingestion, embeddings, retrieval (bots/) ---------------
 # Uploads and extraction (bots/ingestion/).
 DOCUMENT_MAX_UPLOAD_BYTES = env.int("DOCUMENT_MAX_UPLOAD_BYTES", default=10 * 1024 * 1024)
+# Every HTTP request body, uploads included, is refused past this (413) before Django
+# reads it (chatbase.core.bodylimit): the largest upload plus the multipart envelope.
+MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=DOCUMENT_MAX_UPLOAD_BYTES + 1024 * 1024)
 # Extracted text beyond this is refused: it bounds the worker's memory and embedding time.
 DOCUMENT_MAX_TEXT_CHARS = env.int("DOCUMENT_MAX_TEXT_CHARS", default=2_000_000)
 # PDFs are parsed in a child process with these limits (a crafted PDF can burn CPU or memory).

@@ -53,5 +53,7 @@ def test_another_owners_token_is_404(owner_client, other_owner):
 def test_session_login_works_for_the_api(client, owner):
     from chatbase.core.tests.factories import TEST_PASSWORD
 
-    assert client.login(email=owner.email, password=TEST_PASSWORD)
+    # Through allauth's login form, as a browser would (and past django-axes).
+    response = client.post("/accounts/login/", {"login": owner.email, "password": TEST_PASSWORD})
+    assert response.status_code == 302
     assert client.get("/api/v1/me/").json()["email"] == owner.email
