@@ -103,6 +103,14 @@ def owner_client(owner):
 
 
 @pytest.fixture
+def staff_client(client, django_user_model):
+    """A test client logged in as a superuser (the Django admin)."""
+    staff = django_user_model.objects.create_superuser(email="staff@example.com", password="pw")  # noqa: S106
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
 def media_root(settings, tmp_path):
     """Uploaded files of this test go to a folder of their own, so tests can list what was stored."""
     settings.MEDIA_ROOT = tmp_path / "media"

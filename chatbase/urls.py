@@ -8,6 +8,7 @@ api_v1 = [
     path("", include("chatbase.core.urls")),
     path("", include("bots.urls")),
     path("", include("conversations.urls")),
+    path("", include("crm.urls")),
 ]
 
 admin.site.site_header = "ChatBase administration"

@@ -9,13 +9,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def staff_client(client, django_user_model):
-    staff = django_user_model.objects.create_superuser(email="staff@example.com", password="pw")
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
 def document(media_root, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         doc = document_create(bot=BotFactory(), title="Hours", text="Open from 9 to 5.")

@@ -479,6 +479,47 @@ CELERY_BEAT_SCHEDULE["conversations-lifecycle"] = {
 # --- leads and geo (leads/, geo/) ----------------------------------------------
 
 # --- CRM and integrations (crm/) -----------------------------------------------
+# Secret of the Fernet key that encrypts stored OAuth tokens; empty derives it from
+# SECRET_KEY (rotating SECRET_KEY then needs the old key in SECRET_KEY_FALLBACKS).
+FIELD_ENCRYPTION_KEY = env("FIELD_ENCRYPTION_KEY", default="")
+HUBSPOT_API_BASE = env("HUBSPOT_API_BASE", default="https://api.hubapi.com")
+# A private app's token: when set, every owner syncs to this HubSpot account.
+HUBSPOT_ACCESS_TOKEN = env("HUBSPOT_ACCESS_TOKEN", default="")
+# OAuth app (per-owner connections) and the secret that signs HubSpot's webhooks.
+HUBSPOT_CLIENT_ID = env("HUBSPOT_CLIENT_ID", default="")
+HUBSPOT_CLIENT_SECRET = env("HUBSPOT_CLIENT_SECRET", default="")
+HUBSPOT_OAUTH_REDIRECT_URI = env("HUBSPOT_OAUTH_REDIRECT_URI", default="")
+HUBSPOT_OAUTH_AUTHORIZE_URL = env("HUBSPOT_OAUTH_AUTHORIZE_URL", default="https://app.hubspot.com/oauth/authorize")
+HUBSPOT_OAUTH_SCOPES = env.list(
+    "HUBSPOT_OAUTH_SCOPES",
+    default=[
+        "oauth",
+        "crm.objects.contacts.read",
+        "crm.objects.contacts.write",
+        "crm.objects.deals.read",
+        "crm.objects.deals.write",
+        "crm.schemas.contacts.write",
+    ],
+)
+HUBSPOT_TIMEOUT_SECONDS = env.float("HUBSPOT_TIMEOUT_SECONDS", default=15.0)
+# Contact properties that carry the lead's score and nearest service area (created when missing).
+HUBSPOT_SCORE_PROPERTY = env("HUBSPOT_SCORE_PROPERTY", default="chatbase_score")
+HUBSPOT_AREA_PROPERTY = env("HUBSPOT_AREA_PROPERTY", default="chatbase_nearest_area")
+HUBSPOT_DEAL_PIPELINE = env("HUBSPOT_DEAL_PIPELINE", default="default")
+HUBSPOT_DEAL_STAGE = env("HUBSPOT_DEAL_STAGE", default="appointmentscheduled")
+# Outbox: attempts before a job fails for good; backoff base and cap (seconds).
+HUBSPOT_SYNC_MAX_ATTEMPTS = env.int("HUBSPOT_SYNC_MAX_ATTEMPTS", default=8)
+HUBSPOT_SYNC_BACKOFF_BASE_SECONDS = env.float("HUBSPOT_SYNC_BACKOFF_BASE_SECONDS", default=5.0)
+HUBSPOT_SYNC_BACKOFF_MAX_SECONDS = env.float("HUBSPOT_SYNC_BACKOFF_MAX_SECONDS", default=900.0)
+# A job in progress longer than this lost its worker (must exceed the task's time limit).
+HUBSPOT_SYNC_LEASE_SECONDS = env.int("HUBSPOT_SYNC_LEASE_SECONDS", default=600)
+# A pending job not picked up this long after it was due lost its queue message.
+HUBSPOT_SYNC_REQUEUE_AFTER_SECONDS = env.int("HUBSPOT_SYNC_REQUEUE_AFTER_SECONDS", default=120)
+# Inbound webhook timestamps: older than this, or further in the future than the skew, are refused.
+HUBSPOT_WEBHOOK_MAX_AGE_SECONDS = env.int("HUBSPOT_WEBHOOK_MAX_AGE_SECONDS", default=300)
+HUBSPOT_WEBHOOK_MAX_FUTURE_SECONDS = env.int("HUBSPOT_WEBHOOK_MAX_FUTURE_SECONDS", default=60)
+CELERY_BEAT_SCHEDULE["crm-sweep-sync-jobs"] = {"task": "crm.tasks.sync_jobs_sweep_task", "schedule": 60}
+
 
 # --- e-mail -----------------------------------------------------------------
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
