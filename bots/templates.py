@@ -20,6 +20,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from bots.models import Bot, PromptTemplate
+from chatbase.core.ratelimit import CACHE_ERRORS, cache_unavailable
 
 _VERSION_KEY = "prompt-templates:version"
 _lock = threading.Lock()
@@ -156,14 +157,26 @@ def _new_version() -> int:
 
 def template_cache_invalidate() -> None:
     try:
-        cache.incr(_VERSION_KEY)
-    except ValueError:  # the key expired, was flushed or was never set
-        cache.set(_VERSION_KEY, _new_version(), timeout=None)
+        try:
+            cache.incr(_VERSION_KEY)
+        except ValueError:  # the key expired, was flushed or was never set
+            cache.set(_VERSION_KEY, _new_version(), timeout=None)
+    except CACHE_ERRORS as exc:
+        # Other processes keep their copy until the cache is back; this one reloads.
+        cache_unavailable("templates", exc)
+        global _cached
+        _cached = None
 
 
 def _templates() -> dict[str, PromptTemplate]:
     global _cached
-    version = cache.get_or_set(_VERSION_KEY, _new_version, timeout=None)
+    try:
+        version = cache.get_or_set(_VERSION_KEY, _new_version, timeout=None)
+    except CACHE_ERRORS as exc:
+        # Without the shared version, keep what this process has (or load it once):
+        # answers go on with templates at most as old as the outage.
+        cache_unavailable("templates", exc)
+        version = _cached[0] if _cached is not None else -1
     with _lock:
         if _cached is None or _cached[0] != version:
             _cached = (version, {t.slug: t for t in PromptTemplate.objects.all()})

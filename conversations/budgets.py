@@ -22,6 +22,7 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from chatbase.core.errors import RateLimited
+from chatbase.core.ratelimit import CACHE_ERRORS, cache_unavailable
 from conversations.models import Conversation, Message
 
 # The day's counters outlive the day a little, so a late increment never recreates one.
@@ -54,12 +55,17 @@ def _spent_in_db(*, bot_id: int, since: dt.datetime, visitor_id: str | None = No
 
 
 def _spent(key: str, *, bot_id: int, now: dt.datetime, visitor_id: str | None = None) -> int:
-    value = cache.get(key)
-    if value is None:
+    try:
+        value = cache.get(key)
+        if value is None:
+            value = _spent_in_db(bot_id=bot_id, since=day_start(now), visitor_id=visitor_id)
+            # add, not set: a concurrent increment that recreated the key wins.
+            cache.add(key, value, _seconds_left(now) + _TTL_SLACK_SECONDS)
+            value = cache.get(key, value)
+    except CACHE_ERRORS as exc:
+        # The stored messages are the truth; the cache only saves the sum.
+        cache_unavailable("budget", exc)
         value = _spent_in_db(bot_id=bot_id, since=day_start(now), visitor_id=visitor_id)
-        # add, not set: a concurrent increment that recreated the key wins.
-        cache.add(key, value, _seconds_left(now) + _TTL_SLACK_SECONDS)
-        value = cache.get(key, value)
     return int(value)
 
 
@@ -106,6 +112,12 @@ def budget_record(*, conversation: Conversation, tokens: int) -> None:
     ):
         try:
             cache.incr(key, tokens)
+        except CACHE_ERRORS as exc:
+            # If Redis kept its data through the outage this answer goes uncounted
+            # until tomorrow's key: budgets are a spending brake, not the bill (the
+            # stored messages are), and a restarted Redis rebuilds from them anyway.
+            cache_unavailable("budget", exc)
+            return
         except ValueError:
             # Not counted yet today (or flushed): the stored messages, which already
             # include this answer, rebuild the counter.

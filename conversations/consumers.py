@@ -16,7 +16,7 @@ from django.conf import settings
 from bots import selectors as bot_selectors
 from bots.configuration import normalise_origin
 from chatbase.core.clientip import client_ip_from_scope
-from chatbase.core.consumers import JsonConsumer
+from chatbase.core.consumers import NO_CHANNEL_LAYER, JsonConsumer
 from chatbase.core.errors import ChatbaseError, RateLimited, ValidationFailed
 from chatbase.core.ratelimit import Rate, arate_limit_hit
 from conversations import selectors, services
@@ -62,6 +62,10 @@ def public_sources(sources: list[dict]) -> list[dict]:
 
 class ChatConsumer(JsonConsumer):
     accepted_types = frozenset({"message.send"})
+    # Visitor chat needs no channel layer (answers stream straight from this consumer,
+    # DESIGN.md 4a). Not subscribing means a Redis outage cannot close these sockets:
+    # channels' receive loop would raise on every open connection.
+    channel_layer_alias = NO_CHANNEL_LAYER
 
     async def connect(self):
         self.bot = None

@@ -145,8 +145,10 @@ def message_user_add(
             Conversation.objects.filter(pk=conversation.pk).update(
                 message_count=F("message_count") + 1, last_activity_at=now, status=Conversation.Status.ACTIVE
             )
+            # send_robust: the message is committed; a failing receiver (say, one whose
+            # broker is down) is logged and must not turn that into the sender's error.
             transaction.on_commit(
-                lambda: user_message_stored.send(sender=Conversation, conversation=conversation, message=message)
+                lambda: user_message_stored.send_robust(sender=Conversation, conversation=conversation, message=message)
             )
     except IntegrityError:
         # The same client_id raced in from another connection: that one was stored.

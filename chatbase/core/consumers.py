@@ -15,6 +15,10 @@ from chatbase.core.logging import new_request_id, request_id_var
 
 logger = logging.getLogger(__name__)
 
+# A channel layer alias that is never configured: consumers that set it as their
+# `channel_layer_alias` get no layer (channels returns None) and no receive loop on it.
+NO_CHANNEL_LAYER = "none"
+
 
 class JsonConsumer(AsyncJsonWebsocketConsumer):
     """Dispatches ``receive_json`` on ``type`` to ``handle_<type with . as _>``.

@@ -52,3 +52,4 @@ celery_tasks = Counter("chatbase_celery_tasks", "Celery task outcomes, by task."
 webhook_events = Counter(
     "chatbase_webhook_events", "Inbound webhook deliveries, by source and outcome.", ["source", "outcome"]
 )
+cache_errors = Counter("chatbase_cache_errors", "Cache (Redis) failures the caller survived, by purpose.", ["purpose"])

@@ -1,15 +1,45 @@
 """Fixed-window rate limits kept in Django's cache (Redis when configured, so every
-process shares them; process memory otherwise)."""
+process shares them; process memory otherwise).
+
+When the cache is unreachable the limits fail open: refusing every visitor because
+the counter store is down would turn a Redis outage into a chat outage. The failure
+is logged (at most once a minute per process) and counted in
+`chatbase_cache_errors_total`, so an operator sees that limits are off.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass
 
 from django.core.cache import cache
 
+from chatbase.core import metrics
 from chatbase.core.errors import RateLimited
+
+logger = logging.getLogger(__name__)
+
+try:
+    from redis.exceptions import RedisError
+
+    CACHE_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
+except ImportError:  # pragma: no cover - redis is a dependency
+    CACHE_ERRORS = (OSError,)
+
+_last_warning = 0.0
+
+
+def cache_unavailable(purpose: str, exc: BaseException) -> None:
+    """Record that the cache failed and the caller carried on without it."""
+    global _last_warning
+    metrics.cache_errors.labels(purpose).inc()
+    now = time.monotonic()
+    if now - _last_warning > 60:
+        _last_warning = now
+        logger.warning("cache unavailable (%s): %s; carrying on without it", purpose, exc)
+
 
 _UNITS = {
     "s": 1,
@@ -48,6 +78,20 @@ def _window(key: str, rate: Rate, now: float) -> tuple[str, float]:
 
 def rate_limit_hit(*, key: str, rate: Rate) -> None:
     """Count one hit; raise RateLimited (with Retry-After) past the limit."""
+    try:
+        _hit(key, rate)
+    except CACHE_ERRORS as exc:
+        cache_unavailable("ratelimit", exc)
+
+
+async def arate_limit_hit(*, key: str, rate: Rate) -> None:
+    try:
+        await _ahit(key, rate)
+    except CACHE_ERRORS as exc:
+        cache_unavailable("ratelimit", exc)
+
+
+def _hit(key: str, rate: Rate) -> None:
     cache_key, remaining = _window(key, rate, time.time())
     # add() only creates: the first hit of a window sets the counter and its expiry.
     if cache.add(cache_key, 1, timeout=rate.window + 1):
@@ -62,7 +106,7 @@ def rate_limit_hit(*, key: str, rate: Rate) -> None:
         raise RateLimited(retry_after=remaining)
 
 
-async def arate_limit_hit(*, key: str, rate: Rate) -> None:
+async def _ahit(key: str, rate: Rate) -> None:
     cache_key, remaining = _window(key, rate, time.time())
     if await cache.aadd(cache_key, 1, timeout=rate.window + 1):
         count = 1

@@ -129,6 +129,9 @@ else:
     EMBEDDED_DATABASE = True
 
 DATABASES["default"]["ENGINE"] = "django.db.backends.postgresql"
+# Check a connection before handing it out: after a database restart or failover the
+# pool's connections are dead, and without the check the next request would fail.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_HEALTH_CHECKS", default=True)
 DATABASES["default"].setdefault("OPTIONS", {})
 if env.bool("DB_POOL", default=True):
     # Channels wraps every ORM call of a consumer in close_old_connections(); without a
@@ -172,6 +175,12 @@ if REDIS_URL:
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": REDIS_PREFIX,
             "TIMEOUT": 300,
+            # A hung Redis must not hang requests: rate limits and budgets fall back
+            # (see chatbase.core.ratelimit) once these expire.
+            "OPTIONS": {
+                "socket_connect_timeout": env.float("REDIS_CACHE_CONNECT_TIMEOUT", default=0.5),
+                "socket_timeout": env.float("REDIS_CACHE_TIMEOUT", default=1.0),
+            },
         }
     }
 else:

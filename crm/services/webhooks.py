@@ -7,6 +7,7 @@ from functools import partial
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from chatbase.core import metrics
 from crm.models import WebhookEvent
 
 
@@ -26,9 +27,11 @@ def webhook_event_record(
             event = WebhookEvent.objects.create(
                 source=source, event_id=str(event_id)[:200], event_type=event_type[:100], payload=payload or {}
             )
-        return event, True
     except IntegrityError:
+        metrics.webhook_events.labels(source, "replay").inc()
         return WebhookEvent.objects.get(source=source, event_id=str(event_id)[:200]), False
+    metrics.webhook_events.labels(source, "accepted").inc()
+    return event, True
 
 
 @transaction.atomic
