@@ -5,6 +5,10 @@ from channels.testing import WebsocketCommunicator
 
 from chatbase.asgi import application
 
+# Every message a consumer handles runs Django's close_old_connections() (channels 4.2+),
+# which inspects any connection an earlier test left on the consumer thread.
+pytestmark = pytest.mark.django_db
+
 
 async def test_ping_round_trips_through_the_channel_layer(settings):
     communicator = WebsocketCommunicator(application, "/ws/ping/")
