@@ -353,3 +353,23 @@ def _reset_on_setting_change(*, setting, **kwargs):
     if setting in _OPENAI_SETTINGS:
         with _lock:
             _embedders.pop("openai", None)
+
+
+def warm_up_in_background() -> threading.Thread | None:
+    """Load the query model off the request path, at server start.
+
+    Otherwise the first visitor after every deploy waits for the model to load (seconds
+    on a busy machine) on top of their answer. Only the local model needs it.
+    """
+    if not settings.EMBEDDINGS_WARM_UP or (settings.EMBEDDINGS or "local").strip().lower() != "local":
+        return None
+
+    def warm() -> None:
+        try:
+            get_embedder().embed_query("warm up")
+        except Exception:  # the first real query will load it (and report) instead
+            logger.exception("warming up the embedding model failed")
+
+    thread = threading.Thread(target=warm, name="embedder-warm-up", daemon=True)
+    thread.start()
+    return thread

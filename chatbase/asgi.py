@@ -11,8 +11,12 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+# Load the query-embedding model now, in the background, not on the first question.
+from bots.embeddings import warm_up_in_background  # noqa: E402
 from chatbase.core.bodylimit import BodySizeLimitMiddleware  # noqa: E402
 from chatbase.routing import websocket_urlpatterns  # noqa: E402
+
+warm_up_in_background()
 
 application = ProtocolTypeRouter(
     {

@@ -379,6 +379,8 @@ DOCUMENT_MAX_RECOVERIES = env.int("DOCUMENT_MAX_RECOVERIES", default=3)
 
 # Embeddings (bots/embeddings.py): "local" (all-MiniLM-L6-v2 on CPU) or "openai".
 EMBEDDINGS = env("EMBEDDINGS", default="local")
+# Load the local model in the background when a server starts, not on the first question.
+EMBEDDINGS_WARM_UP = env.bool("EMBEDDINGS_WARM_UP", default=True)
 EMBEDDING_BATCH_SIZE = env.int("EMBEDDING_BATCH_SIZE", default=32)
 EMBEDDING_QUERY_CACHE_SIZE = env.int("EMBEDDING_QUERY_CACHE_SIZE", default=1024)
 EMBEDDINGS_OPENAI_MODEL = env("EMBEDDINGS_OPENAI_MODEL", default="text-embedding-3-small")
