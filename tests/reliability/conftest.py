@@ -73,7 +73,7 @@ def shop_bot(transactional_db, media_root):
     return bot
 
 
-async def ask(ws, text: str, client_id: str, timeout: float = 20) -> list[dict]:
+async def ask(ws, text: str, client_id: str, timeout: float = 90) -> list[dict]:
     """Send one message; return every frame up to its answer.done or error."""
     await ws.send(json.dumps({"type": "message.send", "text": text, "client_id": client_id}))
     frames: list[dict] = []
