@@ -488,6 +488,23 @@ CELERY_BEAT_SCHEDULE["conversations-lifecycle"] = {
 # --- matchmaking (conversations/matchmaking) ------------------------------------
 
 # --- leads and geo (leads/, geo/) ----------------------------------------------
+# A lead whose score reaches this becomes qualified (and lead.qualified is sent).
+LEAD_QUALIFIED_THRESHOLD = env.int("LEAD_QUALIFIED_THRESHOLD", default=60)
+# Region of phone numbers written without +country code (ISO 3166 alpha-2).
+LEAD_DEFAULT_PHONE_REGION = env("LEAD_DEFAULT_PHONE_REGION", default="IN")
+# The engagement marker fires from this many visitor messages.
+LEAD_ENGAGEMENT_MESSAGES = env.int("LEAD_ENGAGEMENT_MESSAGES", default=4)
+# The score reads at most this many of the lead's latest messages.
+LEAD_SCORE_MAX_MESSAGES = env.int("LEAD_SCORE_MAX_MESSAGES", default=200)
+# lead.submit frames per visitor (the form may be resubmitted, not hammered).
+LEAD_SUBMIT_RATE = env("LEAD_SUBMIT_RATE", default="10/min")
+# IP geolocation (geo/iplookup.py): off without a token.
+IPINFO_TOKEN = env("IPINFO_TOKEN", default="")
+IPINFO_CACHE_SECONDS = env.int("IPINFO_CACHE_SECONDS", default=7 * 24 * 3600)
+IPINFO_TIMEOUT_SECONDS = env.float("IPINFO_TIMEOUT_SECONDS", default=3.0)
+IPINFO_MAX_ATTEMPTS = env.int("IPINFO_MAX_ATTEMPTS", default=3)
+IPINFO_RETRY_BASE_SECONDS = env.float("IPINFO_RETRY_BASE_SECONDS", default=0.5)
+IPINFO_RETRY_MAX_SECONDS = env.float("IPINFO_RETRY_MAX_SECONDS", default=5.0)
 
 # --- CRM and integrations (crm/) -----------------------------------------------
 # Secret of the Fernet key that encrypts stored OAuth tokens; empty derives it from

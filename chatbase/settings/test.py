@@ -58,6 +58,12 @@ EMBEDDINGS = "local"
 EMBEDDINGS_OPENAI_API_KEY = ""
 EMBEDDINGS_OPENAI_BASE_URL = ""
 
+# --- leads and geo ---
+# A developer's token must never reach ipinfo from a test; retries do not sleep.
+IPINFO_TOKEN = ""
+IPINFO_RETRY_BASE_SECONDS = 0
+IPINFO_RETRY_MAX_SECONDS = 0
+
 # channels' test communicator turns close_old_connections into a no-op, so every
 # worker thread a consumer test touches keeps its pooled connection until the end.
 if isinstance(DATABASES["default"]["OPTIONS"].get("pool"), dict):

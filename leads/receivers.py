@@ -1,0 +1,24 @@
+"""Reactions to conversation events (connected in LeadsConfig.ready)."""
+
+from __future__ import annotations
+
+import logging
+
+from django.dispatch import receiver
+
+from conversations.signals import user_message_stored
+
+logger = logging.getLogger(__name__)
+
+
+@receiver(user_message_stored, dispatch_uid="leads.user_message_stored")
+def on_user_message_stored(sender, conversation, message, **kwargs):
+    # Sent after commit already; the work (detection, scoring) goes to a worker.
+    from leads.tasks import lead_message_process_task
+
+    try:
+        lead_message_process_task.delay(message.pk)
+    except Exception:
+        # Lead detection must never break the chat: the visitor's message is stored
+        # and will be answered whatever happens here.
+        logger.exception("Lead detection of message %s failed", message.pk)
