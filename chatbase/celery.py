@@ -45,5 +45,9 @@ def _send_request_id(headers=None, **kwargs):
 def _receive_request_id(task=None, **kwargs):
     from chatbase.core.logging import new_request_id, request_id_var
 
+    if task is not None and task.request.is_eager:
+        # Run in-process as part of the caller's work (no broker): keep the caller's id,
+        # which a new one would also overwrite for the rest of the caller's context.
+        return
     incoming = getattr(task.request, "request_id", None) if task else None
     request_id_var.set(incoming if incoming and incoming != "-" else f"task-{new_request_id()}")

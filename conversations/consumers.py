@@ -23,6 +23,7 @@ from conversations import selectors, services
 from conversations.chat import AnswerDelta, AnswerDone, answer_stream, prefetch_retrieval
 from conversations.identity import visitor_token_issue, visitor_token_read
 from conversations.models import Conversation, Message
+from leads import services as lead_services
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def public_sources(sources: list[dict]) -> list[dict]:
 
 
 class ChatConsumer(JsonConsumer):
-    accepted_types = frozenset({"message.send"})
+    accepted_types = frozenset({"message.send", "lead.submit"})
     # Visitor chat needs no channel layer (answers stream straight from this consumer,
     # DESIGN.md 4a). Not subscribing means a Redis outage cannot close these sockets:
     # channels' receive loop would raise on every open connection.
@@ -153,6 +154,24 @@ class ChatConsumer(JsonConsumer):
         task = asyncio.create_task(self._answer())
         self.answer_tasks.add(task)
         task.add_done_callback(self.answer_tasks.discard)
+
+    async def handle_lead_submit(self, content):
+        """The widget's lead form: {email, name, phone, consent?} (any subset) -> lead.saved."""
+        await arate_limit_hit(
+            key=f"chat-lead:{self.bot.pk}:{self.visitor_id}", rate=Rate.parse(settings.LEAD_SUBMIT_RATE)
+        )
+        fields = {key: content.get(key) for key in ("email", "name", "phone")}
+        if not any(isinstance(value, str) and value.strip() for value in fields.values()):
+            raise ValidationFailed("Give at least one of email, name or phone.")
+        lead = await database_sync_to_async(lead_services.lead_capture)(
+            bot=self.bot,
+            conversation=self.conversation,
+            source="form",
+            consent=content.get("consent"),
+            ip=self.ip,
+            **fields,
+        )
+        await self.send_json({"type": "lead.saved", "lead_id": lead.pk})
 
     async def _store(self, text, client_id):
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from geo import chennai
 from geo.models import ServiceArea
 
 EDITABLE = ("name", "city", "latitude", "longitude", "radius_km", "is_active")
@@ -31,3 +32,9 @@ def service_area_update(*, area: ServiceArea, **fields) -> ServiceArea:
     area.full_clean()
     area.save(update_fields=[*fields, "updated_at"])
     return area
+
+
+@transaction.atomic
+def service_areas_seed_chennai() -> int:
+    """Add the shipped Chennai areas that are missing (idempotent); returns how many were added."""
+    return chennai.seed(ServiceArea)

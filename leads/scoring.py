@@ -88,6 +88,12 @@ def weights_for(bot) -> dict[str, int]:
 
 # --- the text detector ----------------------------------------------------------
 _AMOUNT = r"(?:(?:₹|rs\.?|inr|\$|usd|€|eur|£)\s?)?\d[\d,]*(?:\.\d+)?\s?(?:k|lakhs?|lacs?|crores?|cr|l)?\b"
+# An amount that is unmistakably money: a currency before it or k/lakh/crore after it.
+_MONEY = (
+    r"(?:(?:₹|rs\.?|inr|\$|usd|€|eur|£)\s?\d[\d,]*(?:\.\d+)?(?:\s?(?:k|lakhs?|lacs?|crores?|cr))?"
+    r"|\d[\d,]*(?:\.\d+)?(?:\s?-\s?\d[\d,]*(?:\.\d+)?)?\s?(?:k|lakhs?|lacs?|crores?|cr))\b"
+)
+_TIME_UNITS = r"(?:seconds?|minutes?|mins?|hours?|hrs?|days?|weeks?|months?|years?|yrs?|am|pm|times?|percent|%)"
 _UNITS = (
     r"units?|pieces?|pcs|nos|items|licen[cs]es?|seats|boxes|cartons|cases|kgs?|tons|tonnes|litres|liters|bags"
     r"|sets|pairs|copies|rolls|sheets|bottles|packs|packets|devices|laptops|machines|vehicles|sq\.? ?ft"
@@ -128,6 +134,8 @@ _PATTERNS: dict[str, tuple[str, ...]] = {
         + r"(?= (?:budget|max|tops))",
         _AMOUNT + r" (?:budget|max(?:imum)?|tops)\b",
         r"\bprice range (?:of |is |around )?" + _AMOUNT,
+        r"\b(?:under|below|within|less than|not more than|not above|max(?:imum)?|up to|upto) " + _MONEY,
+        r"\bbudget\b[^.!?\n]{0,40}?" + _MONEY,
     ),
     "quantity": (
         r"\b(?:" + _NUMBER_WORDS + r"|a dozen|dozens of|hundreds of|thousands of)\s+(?:" + _UNITS + r")\b",
@@ -135,6 +143,12 @@ _PATTERNS: dict[str, tuple[str, ...]] = {
         r"\s+(?:people|persons|employees|staff|members|students|users|guests|branches|offices|stores|outlets|rooms)\b",
         r"\b(?:bulk|wholesale|volume) (?:orders?|purchases?|pricing|prices?|discounts?|quantit(?:y|ies)|deals?|buy)\b",
         r"\bin bulk\b",
+        r"\b(?:team|startup|company|office|family|group|batch|class|staff|crew) of "
+        r"(?:about |around |roughly )?\d[\d,]*\b",
+        # A number right after asking for something: "need 2 more", "order 30 of these", "buy 5 chairs".
+        r"\b(?:need|needs|want|wants|order|buy|get|require|purchase)\b(?:\W+\w+){0,2}?\W+(?:about |around |roughly )?"
+        r"(?:" + _NUMBER_WORDS + r")\s+(?:more\b|extra\b|of (?:these|those|them|it)\b|(?!" + _TIME_UNITS + r"\b)"
+        r"[a-z]+s\b)",
         r"\b(?:qty|quantity)\s*(?:of|:|=|is|will be)?\s*\d[\d,]*",
     ),
     "timeline": (
@@ -146,6 +160,7 @@ _PATTERNS: dict[str, tuple[str, ...]] = {
         r"|launch|live|shift|book|purchase|begin|ready|looking)\b(?:\W+\w+){0,5}?\W+(?:next|this|coming)\s+"
         r"(?:week|month|quarter|weekend|year|" + _WEEKDAYS_MONTHS + r")\b",
         r"\b(?:next|this|coming)\s+(?:week|month|quarter)\s+(?:itself|latest|at the latest)\b",
+        r"\b(?:by|before|until|till)\s+(?:the\s+)?\d{1,2}(?:st|nd|rd|th)\b",
     ),
     "urgency": (
         r"\b(?:urgent(?:ly)?|asap|a\.s\.a\.p|as soon as possible|immediately|right away|at the earliest"
@@ -158,7 +173,7 @@ _PATTERNS: dict[str, tuple[str, ...]] = {
         r"\bwhat(?:'s| is| are| would be| will be| were)? (?:the |your |its |their )?(?:total )?(?:price|prices"
         r"|pricing|cost|costs|rate|rates|charges?|fees?|tariff|quote)\b",
         r"\b(?:price|prices|pricing|cost|costs|rates?|charges?|fees?|quote|quotation|tariff|emi|discount|discounts"
-        r"|offers?)\b[^.!?\n]{0,50}\?",
+        r"|offers?|instal+ments?|financing|payment plans?)\b[^.!?\n]{0,50}\?",
         r"\b(?:any|do you (?:have|offer|give)) (?:discounts?|offers?|deals?|emi|instal+ments?|financing|coupons?)\b",
         r"\b(?:send|share|give|email|mail) (?:me |us )?(?:the |your |a )?(?:price list|pricing|rate card|quote"
         r"|quotation)\b",
@@ -173,6 +188,9 @@ _PATTERNS: dict[str, tuple[str, ...]] = {
         r"\bwhen (?:will|is|are|does|can|would) (?:it|this|they|the [\w ]{1,20}?) (?:be )?(?:available|back"
         r"|in stock|restocked|delivered|shipped)\b",
         r"\b(?:any|free|open) (?:slots?|appointments?|openings|dates)\b[^.!?\n]{0,40}\?",
+        r"\b(?:slots?|appointments?|dates|openings)\b[^.!?\n]{0,30}\b(?:free|available|open)\b[^.!?\n]{0,30}\?",
+        r"\bwhen (?:can|could|will|would) (?:you|your [\w ]{1,20}?|the [\w ]{1,20}?|someone) (?:come|visit|start"
+        r"|deliver|install|ship)\b",
     ),
 }
 _COMPILED = {marker: [re.compile(p, re.IGNORECASE) for p in patterns] for marker, patterns in _PATTERNS.items()}

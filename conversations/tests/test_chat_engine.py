@@ -44,8 +44,8 @@ def test_prompt_has_personalised_system_prompt_history_and_quoted_passages(shop_
     assert "Shop helper" in request.system_prompt
     assert request.passages[0].document_title == "Returns policy"
     assert "14 days" in request.passages[0].text
-    # Anonymous visitor: only tools that read are offered.
-    assert [t.name for t in request.tools] == ["search_knowledge"]
+    # Anonymous visitor: only tools that read are offered (capture_lead writes).
+    assert [t.name for t in request.tools] == ["find_nearest_area", "search_knowledge"]
     assert turn.answer.role == "assistant" and turn.answer.text == "" and turn.answer.incomplete
 
 
@@ -227,6 +227,6 @@ async def test_the_model_can_search_the_knowledge_base_with_a_tool(shop_bot, llm
     message = await chat.answer_collect(conversation=conversation)
     assert message.text == "Express delivery costs 9 euros."
     first, second = llm.requests_for("openai")
-    assert [t["function"]["name"] for t in first.body["tools"]] == ["search_knowledge"]
+    assert [t["function"]["name"] for t in first.body["tools"]] == ["find_nearest_area", "search_knowledge"]
     tool_result = next(m for m in second.body["messages"] if m["role"] == "tool")
     assert "9 euros" in tool_result["content"] and "Shipping" in tool_result["content"]

@@ -1,0 +1,265 @@
+"""A lead from each capture path: the widget's lead.submit frame, contact details in a
+chat message, and the capture_lead tool called by a model (over the fake LLM server)."""
+
+import pytest
+import responses
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from bots.llm.tools import ToolContext, specs_for
+from bots.tests.factories import BotFactory
+from chatbase.asgi import application
+from conversations import chat
+from conversations.models import Conversation
+from geo.services import service_areas_seed_chennai
+from leads.models import Lead
+from leads.tests.factories import ConversationFactory
+
+ORIGIN = "https://shop.example.com"
+CHENNAI = {"ip": "49.207.48.0", "city": "Chennai", "region": "Tamil Nadu", "country": "IN", "loc": "13.0891,80.2107"}
+
+
+async def connect(bot, *, client=None, headers=()):
+    comm = WebsocketCommunicator(
+        application, f"/ws/chat/{bot.public_key}/", headers=[(b"origin", ORIGIN.encode()), *headers]
+    )
+    if client:
+        # The peer address as the server would see it (read when the consumer starts).
+        comm.scope["client"] = (client, 50123)
+    connected, _ = await comm.connect()
+    assert connected
+    ready = await comm.receive_json_from(timeout=10)
+    assert ready["type"] == "session.ready"
+    return comm, ready
+
+
+def get_lead(pk):
+    return Lead.objects.select_related("nearest_area").prefetch_related("conversations").get(pk=pk)
+
+
+@pytest.fixture
+def widget_bot(transactional_db):
+    # Transactional tests empty the tables between tests: the migration's areas go too.
+    service_areas_seed_chennai()
+    return BotFactory(allowed_origins=[ORIGIN])
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_lead_submit_frame_saves_a_lead(widget_bot):
+    comm, ready = await connect(widget_bot, client="49.207.48.213")
+    await comm.send_json_to(
+        {"type": "lead.submit", "email": "Priya@Example.com", "name": "Priya", "phone": "98400 12345"}
+    )
+    saved = await comm.receive_json_from(timeout=10)
+    assert saved["type"] == "lead.saved"
+    lead = await database_sync_to_async(get_lead)(saved["lead_id"])
+    assert (lead.email, lead.name, lead.phone, lead.source) == ("priya@example.com", "Priya", "+919840012345", "form")
+    assert [c.pk for c in lead.conversations.all()] == [ready["conversation_id"]]
+    assert lead.ip_anonymised == "49.207.48.0"  # never the full address
+    assert {line["marker"] for line in lead.score_breakdown} == {"contact_completeness"}
+    # A second submit of the same address updates the same lead.
+    await comm.send_json_to({"type": "lead.submit", "email": "priya@example.com", "name": "Priya R"})
+    again = await comm.receive_json_from(timeout=10)
+    assert again == {"type": "lead.saved", "lead_id": lead.pk}
+    await comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("frame", "detail"),
+    [
+        ({"email": "not-an-email"}, "email"),
+        ({"phone": "12345"}, "phone"),
+        ({"email": 7}, "email"),
+        ({}, "at least one"),
+        ({"name": "   "}, "at least one"),
+        ({"email": "a@example.com", "consent": "sure"}, "consent"),
+    ],
+)
+async def test_invalid_lead_submit_is_an_invalid_error_and_saves_nothing(widget_bot, frame, detail):
+    comm, _ = await connect(widget_bot)
+    await comm.send_json_to({"type": "lead.submit", **frame})
+    error = await comm.receive_json_from(timeout=10)
+    assert error["type"] == "error" and error["code"] == "invalid"
+    assert detail in error["detail"]
+    assert await database_sync_to_async(Lead.objects.count)() == 0
+    # The socket stays usable.
+    await comm.send_json_to({"type": "lead.submit", "email": "ok@example.com"})
+    assert (await comm.receive_json_from(timeout=10))["type"] == "lead.saved"
+    await comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_lead_submit_is_rate_limited(widget_bot, settings):
+    settings.LEAD_SUBMIT_RATE = "2/min"
+    comm, _ = await connect(widget_bot)
+    for _ in range(2):
+        await comm.send_json_to({"type": "lead.submit", "email": "ok@example.com"})
+        assert (await comm.receive_json_from(timeout=10))["type"] == "lead.saved"
+    await comm.send_json_to({"type": "lead.submit", "email": "ok@example.com"})
+    error = await comm.receive_json_from(timeout=10)
+    assert error["code"] == "rate_limited"
+    await comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_spoofed_forwarded_for_from_an_untrusted_client_is_ignored(widget_bot, settings):
+    settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
+    spoof = [(b"x-forwarded-for", b"8.8.8.8")]
+    comm, _ = await connect(widget_bot, client="49.207.48.213", headers=spoof)
+    await comm.send_json_to({"type": "lead.submit", "email": "direct@example.com"})
+    lead = await database_sync_to_async(get_lead)((await comm.receive_json_from(timeout=10))["lead_id"])
+    assert lead.ip_anonymised == "49.207.48.0"
+    await comm.disconnect()
+    # Behind a trusted proxy the forwarded address is the client's.
+    comm, _ = await connect(widget_bot, client="10.1.2.3", headers=[(b"x-forwarded-for", b"49.207.50.77")])
+    await comm.send_json_to({"type": "lead.submit", "email": "proxied@example.com"})
+    lead = await database_sync_to_async(get_lead)((await comm.receive_json_from(timeout=10))["lead_id"])
+    assert lead.ip_anonymised == "49.207.50.0"
+    await comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_submit_geolocates_to_the_nearest_service_area(widget_bot, settings):
+    settings.IPINFO_TOKEN = "t"
+    with responses.RequestsMock() as ipinfo:
+        ipinfo.get("https://ipinfo.io/49.207.48.0", json=CHENNAI)
+        comm, _ = await connect(widget_bot, client="49.207.48.213")
+        await comm.send_json_to({"type": "lead.submit", "email": "near@example.com"})
+        lead = await database_sync_to_async(get_lead)((await comm.receive_json_from(timeout=10))["lead_id"])
+        await comm.disconnect()
+        assert len(ipinfo.calls) == 1
+    assert (lead.country, lead.region, lead.city) == ("IN", "Tamil Nadu", "Chennai")
+    assert lead.nearest_area.name == "Anna Nagar" and lead.distance_km < 0.5
+    assert "in_service_area" in {line["marker"] for line in lead.score_breakdown}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_without_consent_a_consent_bot_stores_no_ip_and_looks_nothing_up(settings):
+    settings.IPINFO_TOKEN = "t"
+    bot = await database_sync_to_async(BotFactory)(allowed_origins=[ORIGIN], configuration={"require_consent": True})
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as ipinfo:
+        ipinfo.get("https://ipinfo.io/49.207.48.0", json=CHENNAI)
+        comm, _ = await connect(bot, client="49.207.48.213")
+        await comm.send_json_to({"type": "lead.submit", "email": "shy@example.com"})
+        lead = await database_sync_to_async(get_lead)((await comm.receive_json_from(timeout=10))["lead_id"])
+        assert lead.ip_anonymised is None and lead.city == ""
+        assert len(ipinfo.calls) == 0
+        # With consent given, the same visitor is located.
+        await comm.send_json_to({"type": "lead.submit", "email": "shy@example.com", "consent": True})
+        lead = await database_sync_to_async(get_lead)((await comm.receive_json_from(timeout=10))["lead_id"])
+        await comm.disconnect()
+        assert len(ipinfo.calls) == 1
+    assert lead.consent and lead.consent_at is not None
+    assert lead.ip_anonymised == "49.207.48.0" and lead.city == "Chennai"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_contact_details_in_a_chat_message_make_a_lead(widget_bot):
+    comm, ready = await connect(widget_bot)
+    text = "We want to buy 20 units, call me on 98400 12345 or mail ravi@example.in"
+    await comm.send_json_to({"type": "message.send", "text": text})
+    assert (await comm.receive_json_from(timeout=10))["type"] == "message.ack"
+    while (await comm.receive_json_from(timeout=15))["type"] not in ("answer.done", "error"):
+        pass
+    await comm.disconnect()
+    lead = await database_sync_to_async(Lead.objects.get)(bot=widget_bot)
+    assert (lead.email, lead.phone, lead.source) == ("ravi@example.in", "+919840012345", "widget")
+    markers = {line["marker"]: line["evidence"] for line in lead.score_breakdown}
+    assert markers["purchase_intent"] == "want to buy" and markers["quantity"] == "20 units"
+    assert await database_sync_to_async(lambda: list(lead.conversations.values_list("id", flat=True)))() == [
+        ready["conversation_id"]
+    ]
+
+
+@pytest.mark.django_db
+def test_buying_intent_without_contact_details_is_an_anonymous_lead(django_capture_on_commit_callbacks):
+    from conversations.services import message_user_add
+
+    conversation = ConversationFactory()
+    with django_capture_on_commit_callbacks(execute=True):
+        message_user_add(conversation=conversation, text="hello, who are you?")
+    assert not Lead.objects.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        message_user_add(conversation=conversation, text="What's the price of the premium plan?")
+    lead = Lead.objects.get()
+    assert lead.email == "" and lead.score > 0
+    assert list(lead.conversations.all()) == [conversation]
+
+
+# --- the capture_lead tool ------------------------------------------------------------
+@pytest.mark.django_db
+def test_capture_lead_is_never_offered_to_an_anonymous_visitor(owner):
+    bot = BotFactory(owner=owner)
+    visitor = ToolContext(bot=bot, conversation_id=1, owner=None, visitor_id="v1")
+    assert "capture_lead" not in [s.name for s in specs_for(visitor)]
+    assert "find_nearest_area" in [s.name for s in specs_for(visitor)]
+    assert "capture_lead" in [s.name for s in specs_for(ToolContext(bot=bot, conversation_id=1, owner=owner))]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_model_captures_a_lead_with_the_tool(owner, fake_llm, settings):
+    from chatbase.testing.fake_llm import Script
+
+    settings.OPENAI_API_KEY = "sk-fake"
+    settings.OPENAI_BASE_URL = fake_llm.openai_base_url
+    settings.LLM_PROVIDERS = ["openai", "extractive"]
+    bot = await database_sync_to_async(BotFactory)(owner=owner)
+    conversation = await database_sync_to_async(ConversationFactory)(
+        bot=bot, visitor_id=f"owner:{owner.pk}", channel=Conversation.Channel.API
+    )
+    await database_sync_to_async(_say)(conversation, "I'm Meena from Kaveri Foods, reach me at meena@kaveri.in")
+    fake_llm.openai.enqueue(
+        Script(
+            text="",
+            tool_calls=[
+                {
+                    "name": "capture_lead",
+                    "arguments": {"email": "meena@kaveri.in", "name": "Meena", "company": "Kaveri Foods"},
+                }
+            ],
+        ),
+        Script(text="Thanks Meena, someone will be in touch."),
+    )
+    message = await chat.answer_collect(conversation=conversation, owner=owner)
+    assert message.text == "Thanks Meena, someone will be in touch."
+    lead = await database_sync_to_async(Lead.objects.get)(bot=bot, email="meena@kaveri.in")
+    assert (lead.name, lead.company, lead.source) == ("Meena", "Kaveri Foods", "api")
+    tool_result = next(m for m in fake_llm.requests_for("openai")[1].body["messages"] if m["role"] == "tool")
+    assert f'"lead_id": {lead.pk}' in tool_result["content"]
+    await _aclose()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_tool_refuses_details_the_user_never_wrote(owner, fake_llm, settings):
+    from chatbase.testing.fake_llm import Script
+
+    settings.OPENAI_API_KEY = "sk-fake"
+    settings.OPENAI_BASE_URL = fake_llm.openai_base_url
+    settings.LLM_PROVIDERS = ["openai", "extractive"]
+    bot = await database_sync_to_async(BotFactory)(owner=owner)
+    conversation = await database_sync_to_async(ConversationFactory)(
+        bot=bot, visitor_id=f"owner:{owner.pk}", channel=Conversation.Channel.API
+    )
+    await database_sync_to_async(_say)(conversation, "hi, just looking around")
+    fake_llm.openai.enqueue(
+        Script(text="", tool_calls=[{"name": "capture_lead", "arguments": {"email": "invented@example.com"}}]),
+        Script(text="OK."),
+    )
+    await chat.answer_collect(conversation=conversation, owner=owner)
+    assert not await database_sync_to_async(Lead.objects.filter(email="invented@example.com").exists)()
+    tool_result = next(m for m in fake_llm.requests_for("openai")[1].body["messages"] if m["role"] == "tool")
+    assert "did not write" in tool_result["content"]
+    await _aclose()
+
+
+def _say(conversation, text):
+    from conversations.services import message_user_add
+
+    return message_user_add(conversation=conversation, text=text)
+
+
+async def _aclose():
+    from bots.llm.clients import aclose_clients
+
+    await aclose_clients()
