@@ -52,7 +52,9 @@ def _restore_migration_data_after_flush(item) -> None:
     if not (kwargs.get("transaction") or uses_fixture):
         return
     kwargs.update(transaction=True, serialized_rollback=True)
-    item.add_marker(pytest.mark.django_db(**kwargs))
+    # First, so that get_closest_marker (what pytest-django reads) finds this one and
+    # not a test's own @pytest.mark.django_db(transaction=True).
+    item.add_marker(pytest.mark.django_db(**kwargs), append=False)
 
 
 def pytest_collection_modifyitems(config, items):

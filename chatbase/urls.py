@@ -8,6 +8,8 @@ api_v1 = [
     path("", include("chatbase.core.urls")),
     path("", include("bots.urls")),
     path("", include("conversations.urls")),
+    path("", include("leads.urls")),
+    path("", include("geo.urls")),
     path("", include("crm.urls")),
 ]
 

@@ -12,6 +12,7 @@ from django.db import transaction
 
 from bots.demo import demo_bot_seed
 from chatbase.core import services as core_services
+from geo.services import service_areas_seed_chennai
 
 
 @dataclass
@@ -34,6 +35,8 @@ def demo_seed() -> DemoResult:
         if created:
             core_services.user_make_superuser(user=admin)
         _, raw_token = core_services.api_token_ensure_derived(user=owner, purpose="demo")
+        # The migration shipped them; a demo database that lost some gets them back.
+        service_areas_seed_chennai()
     # Outside the transaction: the documents' ingestion runs after their commit.
     bot = demo_bot_seed(owner=owner)
     return DemoResult(

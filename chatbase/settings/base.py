@@ -273,6 +273,8 @@ SPECTACULAR_SETTINGS = {
         "BotStatusEnum": "bots.models.Bot.Status",
         "DocumentStatusEnum": "bots.models.Document.Status",
         "ConversationStatusEnum": "conversations.models.Conversation.Status",
+        "LeadStatusEnum": "leads.models.Lead.Status",
+        "LeadSourceEnum": "leads.models.Lead.Source",
     },
 }
 

@@ -65,3 +65,13 @@ def test_area_by_name_ignores_case_and_punctuation():
     assert service_area_by_name(name="ANNA NAGAR").name == "Anna Nagar"
     assert service_area_by_name(name="Gotham") is None
     assert service_area_by_name(name="  ") is None
+
+
+@pytest.mark.django_db
+def test_seeding_the_chennai_areas_is_idempotent():
+    from geo.services import service_areas_seed_chennai
+
+    assert service_areas_seed_chennai() == 0  # the migration shipped them all
+    ServiceArea.objects.filter(name="Adyar").delete()
+    assert service_areas_seed_chennai() == 1
+    assert ServiceArea.objects.filter(name="Adyar").count() == 1

@@ -11,7 +11,6 @@ from bots.tests.factories import BotFactory
 from chatbase.asgi import application
 from conversations import chat
 from conversations.models import Conversation
-from geo.services import service_areas_seed_chennai
 from leads.models import Lead
 from leads.tests.factories import ConversationFactory
 
@@ -39,8 +38,6 @@ def get_lead(pk):
 
 @pytest.fixture
 def widget_bot(transactional_db):
-    # Transactional tests empty the tables between tests: the migration's areas go too.
-    service_areas_seed_chennai()
     return BotFactory(allowed_origins=[ORIGIN])
 
 
