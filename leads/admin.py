@@ -32,6 +32,21 @@ class ScoreRangeFilter(admin.SimpleListFilter):
         return queryset
 
 
+def _status_action(status: str):
+    """A bulk action moving the selected leads to `status` through the service."""
+
+    def action(model_admin, request, queryset):
+        changed = 0
+        for lead in queryset.select_related("bot"):
+            if lead.status != status:
+                services.lead_status_change(lead=lead, status=status)
+                changed += 1
+        model_admin.message_user(request, f"Marked {changed} lead(s) as {status}.")
+
+    action.__name__ = f"mark_{status}"
+    return admin.action(description=f"Mark selected leads {status}")(action)
+
+
 class LeadAdminForm(forms.ModelForm):
     class Meta:
         model = Lead
@@ -160,29 +175,10 @@ class LeadAdmin(admin.ModelAdmin):
         except ChatbaseError as exc:
             self.message_user(request, f"Not saved: {exc.detail}", level=messages.ERROR)
 
-    def _set_status(self, request, queryset, status):
-        changed = 0
-        for lead in queryset.select_related("bot"):
-            if lead.status != status:
-                services.lead_status_change(lead=lead, status=status)
-                changed += 1
-        self.message_user(request, f"Marked {changed} lead(s) as {status}.")
-
-    @admin.action(description="Mark selected leads qualified")
-    def mark_qualified(self, request, queryset):
-        self._set_status(request, queryset, Lead.Status.QUALIFIED)
-
-    @admin.action(description="Mark selected leads contacted")
-    def mark_contacted(self, request, queryset):
-        self._set_status(request, queryset, Lead.Status.CONTACTED)
-
-    @admin.action(description="Mark selected leads won")
-    def mark_won(self, request, queryset):
-        self._set_status(request, queryset, Lead.Status.WON)
-
-    @admin.action(description="Mark selected leads lost")
-    def mark_lost(self, request, queryset):
-        self._set_status(request, queryset, Lead.Status.LOST)
+    mark_qualified = _status_action(Lead.Status.QUALIFIED)
+    mark_contacted = _status_action(Lead.Status.CONTACTED)
+    mark_won = _status_action(Lead.Status.WON)
+    mark_lost = _status_action(Lead.Status.LOST)
 
     @admin.action(description="Export selected leads as CSV")
     def export_csv(self, request, queryset):

@@ -194,69 +194,52 @@ def test_capture_lead_is_never_offered_to_an_anonymous_visitor(owner):
     assert "capture_lead" in [s.name for s in specs_for(ToolContext(bot=bot, conversation_id=1, owner=owner))]
 
 
-@pytest.mark.django_db(transaction=True)
-async def test_a_model_captures_a_lead_with_the_tool(owner, fake_llm, settings):
-    from chatbase.testing.fake_llm import Script
-
+@pytest.fixture
+def owner_chat(owner, fake_llm, settings, transactional_db):
+    """An owner's API conversation answered by the fake OpenAI server; returns (conversation, say)."""
     settings.OPENAI_API_KEY = "sk-fake"
     settings.OPENAI_BASE_URL = fake_llm.openai_base_url
     settings.LLM_PROVIDERS = ["openai", "extractive"]
-    bot = await database_sync_to_async(BotFactory)(owner=owner)
-    conversation = await database_sync_to_async(ConversationFactory)(
-        bot=bot, visitor_id=f"owner:{owner.pk}", channel=Conversation.Channel.API
-    )
-    await database_sync_to_async(_say)(conversation, "I'm Meena from Kaveri Foods, reach me at meena@kaveri.in")
+    bot = BotFactory(owner=owner)
+    conversation = ConversationFactory(bot=bot, visitor_id=f"owner:{owner.pk}", channel=Conversation.Channel.API)
+
+    def say(text):
+        from conversations.services import message_user_add
+
+        message_user_add(conversation=conversation, text=text)
+
+    return conversation, database_sync_to_async(say)
+
+
+async def _answer_with_tool(fake_llm, conversation, owner, arguments, reply):
+    from bots.llm.clients import aclose_clients
+    from chatbase.testing.fake_llm import Script
+
     fake_llm.openai.enqueue(
-        Script(
-            text="",
-            tool_calls=[
-                {
-                    "name": "capture_lead",
-                    "arguments": {"email": "meena@kaveri.in", "name": "Meena", "company": "Kaveri Foods"},
-                }
-            ],
-        ),
-        Script(text="Thanks Meena, someone will be in touch."),
+        Script(text="", tool_calls=[{"name": "capture_lead", "arguments": arguments}]), Script(text=reply)
     )
     message = await chat.answer_collect(conversation=conversation, owner=owner)
-    assert message.text == "Thanks Meena, someone will be in touch."
-    lead = await database_sync_to_async(Lead.objects.get)(bot=bot, email="meena@kaveri.in")
-    assert (lead.name, lead.company, lead.source) == ("Meena", "Kaveri Foods", "api")
-    tool_result = next(m for m in fake_llm.requests_for("openai")[1].body["messages"] if m["role"] == "tool")
-    assert f'"lead_id": {lead.pk}' in tool_result["content"]
-    await _aclose()
-
-
-@pytest.mark.django_db(transaction=True)
-async def test_the_tool_refuses_details_the_user_never_wrote(owner, fake_llm, settings):
-    from chatbase.testing.fake_llm import Script
-
-    settings.OPENAI_API_KEY = "sk-fake"
-    settings.OPENAI_BASE_URL = fake_llm.openai_base_url
-    settings.LLM_PROVIDERS = ["openai", "extractive"]
-    bot = await database_sync_to_async(BotFactory)(owner=owner)
-    conversation = await database_sync_to_async(ConversationFactory)(
-        bot=bot, visitor_id=f"owner:{owner.pk}", channel=Conversation.Channel.API
-    )
-    await database_sync_to_async(_say)(conversation, "hi, just looking around")
-    fake_llm.openai.enqueue(
-        Script(text="", tool_calls=[{"name": "capture_lead", "arguments": {"email": "invented@example.com"}}]),
-        Script(text="OK."),
-    )
-    await chat.answer_collect(conversation=conversation, owner=owner)
-    assert not await database_sync_to_async(Lead.objects.filter(email="invented@example.com").exists)()
-    tool_result = next(m for m in fake_llm.requests_for("openai")[1].body["messages"] if m["role"] == "tool")
-    assert "did not write" in tool_result["content"]
-    await _aclose()
-
-
-def _say(conversation, text):
-    from conversations.services import message_user_add
-
-    return message_user_add(conversation=conversation, text=text)
-
-
-async def _aclose():
-    from bots.llm.clients import aclose_clients
-
     await aclose_clients()
+    tool_result = next(m for m in fake_llm.requests_for("openai")[1].body["messages"] if m["role"] == "tool")
+    return message, tool_result["content"]
+
+
+async def test_a_model_captures_a_lead_with_the_tool(owner, owner_chat, fake_llm):
+    conversation, say = owner_chat
+    await say("I'm Meena from Kaveri Foods, reach me at meena@kaveri.in")
+    arguments = {"email": "meena@kaveri.in", "name": "Meena", "company": "Kaveri Foods"}
+    message, result = await _answer_with_tool(
+        fake_llm, conversation, owner, arguments, "Thanks Meena, someone will be in touch."
+    )
+    assert message.text == "Thanks Meena, someone will be in touch."
+    lead = await database_sync_to_async(Lead.objects.get)(bot_id=conversation.bot_id, email="meena@kaveri.in")
+    assert (lead.name, lead.company, lead.source) == ("Meena", "Kaveri Foods", "api")
+    assert f'"lead_id": {lead.pk}' in result
+
+
+async def test_the_tool_refuses_details_the_user_never_wrote(owner, owner_chat, fake_llm):
+    conversation, say = owner_chat
+    await say("hi, just looking around")
+    _, result = await _answer_with_tool(fake_llm, conversation, owner, {"email": "invented@example.com"}, "OK.")
+    assert not await database_sync_to_async(Lead.objects.filter(email="invented@example.com").exists)()
+    assert "did not write" in result
