@@ -112,3 +112,14 @@ def test_without_a_token_nothing_is_looked_up(ipinfo_api, settings):
     settings.IPINFO_TOKEN = ""
     assert iplookup.ip_geolocate(ip="49.207.48.213") is None
     assert len(ipinfo_api.calls) == 0
+
+
+@pytest.mark.redis
+def test_the_cache_works_on_redis(ipinfo_api):
+    from django.core.cache import caches
+
+    assert "redis" in type(caches["default"]).__module__.lower()
+    ipinfo_api.get("https://ipinfo.io/49.207.48.0", json=CHENNAI)
+    first = iplookup.ip_geolocate(ip="49.207.48.10")
+    assert iplookup.ip_geolocate(ip="49.207.48.20") == first
+    assert len(ipinfo_api.calls) == 1

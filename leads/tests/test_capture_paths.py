@@ -243,3 +243,30 @@ async def test_the_tool_refuses_details_the_user_never_wrote(owner, owner_chat, 
     _, result = await _answer_with_tool(fake_llm, conversation, owner, {"email": "invented@example.com"}, "OK.")
     assert not await database_sync_to_async(Lead.objects.filter(email="invented@example.com").exists)()
     assert "did not write" in result
+
+
+@pytest.mark.django_db
+def test_a_message_lead_is_located_from_the_conversations_anonymised_ip(settings, django_capture_on_commit_callbacks):
+    from conversations.services import message_user_add
+
+    settings.IPINFO_TOKEN = "t"
+    conversation = ConversationFactory(metadata={"ip_anonymised": "49.207.48.0"})
+    with responses.RequestsMock() as ipinfo:
+        ipinfo.get("https://ipinfo.io/49.207.48.0", json=CHENNAI)
+        with django_capture_on_commit_callbacks(execute=True):
+            message_user_add(conversation=conversation, text="mail me at geo@example.com")
+        assert len(ipinfo.calls) == 1
+    lead = Lead.objects.get(email="geo@example.com")
+    assert lead.city == "Chennai" and lead.nearest_area.name == "Anna Nagar"
+
+
+@pytest.mark.django_db
+def test_score_weights_must_name_markers(owner_client, owner):
+    bot = BotFactory(owner=owner)
+    url = f"/api/v1/bots/{bot.pk}/"
+    bad = owner_client.patch(url, {"configuration": {"score_weights": {"vibes": 10}}}, format="json")
+    assert bad.status_code == 400 and "vibes" in bad.json()["detail"]
+    bad = owner_client.patch(url, {"configuration": {"score_weights": {"budget": 1.5}}}, format="json")
+    assert bad.status_code == 400
+    ok = owner_client.patch(url, {"configuration": {"score_weights": {"budget": 30}}}, format="json")
+    assert ok.status_code == 200 and ok.json()["configuration"]["score_weights"] == {"budget": 30}
