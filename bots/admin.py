@@ -1,13 +1,14 @@
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.humanize.templatetags.humanize import intcomma
+from django.urls import reverse
 from django.utils.html import format_html
 
 from bots.models import Bot, Chunk, Document, PromptTemplate
 from bots.services import bots as bot_services
 from bots.services import documents as document_services
 from bots.services import templates as template_services
+from bots.widget import embed_snippet
 from chatbase.core.errors import ValidationFailed
 from conversations.budgets import limits_for
 from conversations.selectors import bot_queryset_with_usage_today
@@ -99,7 +100,9 @@ class BotAdmin(admin.ModelAdmin):
     search_fields = ["name", "owner__email", "public_key"]
     list_select_related = ["owner", "template"]
     raw_id_fields = ["owner"]
-    readonly_fields = ["public_key", "chunk_count", "embed_code", "created_at", "updated_at"]
+    readonly_fields = ["public_key", "identity_secret", "chunk_count", "created_at", "updated_at"]
+    # Adds the embed snippet and a live preview of the widget under the fields.
+    change_form_template = "admin/bots/bot/change_form.html"
     inlines = [DocumentInline]
     actions = ["rotate_keys"]
     fieldsets = (
@@ -108,7 +111,10 @@ class BotAdmin(admin.ModelAdmin):
             "Conversation",
             {"fields": ("welcome_message", "suggestions", "template", "provider", "model", "temperature")},
         ),
-        ("Embedding", {"fields": ("public_key", "embed_code", "allowed_origins", "theme", "configuration")}),
+        (
+            "Embedding",
+            {"fields": ("public_key", "identity_secret", "allowed_origins", "theme", "configuration")},
+        ),
         ("Knowledge", {"fields": ("chunk_count", "created_at", "updated_at")}),
     )
 
@@ -129,12 +135,15 @@ class BotAdmin(admin.ModelAdmin):
     def document_count(self, bot):
         return bot.document_count
 
-    @admin.display(description="embed code")
-    def embed_code(self, bot):
-        if not bot.pk:
-            return "Save the bot first."
-        snippet = f'<script src="{settings.STATIC_URL}widget/widget.js" data-bot="{bot.public_key}" defer></script>'
-        return format_html("<code>{}</code><p>Prefix the src with this site's address.</p>", snippet)
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        bot = self.get_object(request, object_id)
+        if bot is not None:
+            extra_context = {
+                **(extra_context or {}),
+                "embed_snippet": embed_snippet(bot, request),
+                "preview_url": reverse("widget-preview", args=[bot.pk]),
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def save_model(self, request, obj, form, change):
         # Through the services, so origins, theme and configuration are validated as in the API.

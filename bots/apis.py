@@ -5,22 +5,21 @@ from __future__ import annotations
 from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAdminUser, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from bots import selectors
+from bots.cors import cors_allow
 from bots.models import Bot, Document, PromptTemplate
 from bots.services import bots as bot_services
 from bots.services import documents as document_services
 from bots.services import templates as template_services
-from chatbase.core.errors import ValidationFailed
+from bots.widget import embed_snippet, widget_config_get
+from chatbase.core.clientip import client_ip_from_request
+from chatbase.core.errors import NotFound, ValidationFailed
 from chatbase.core.pagination import PageNumberPagination
-
-
-def embed_snippet(bot: Bot, request) -> str:
-    base = request.build_absolute_uri("/").rstrip("/")
-    return f'<script src="{base}{settings.STATIC_URL}widget/widget.js" data-bot="{bot.public_key}" defer></script>'
+from chatbase.core.ratelimit import Rate, rate_limit_hit
 
 
 class BotOutputSerializer(serializers.ModelSerializer):
@@ -353,3 +352,43 @@ class ToolListApi(APIView):
         from bots.llm import tools
 
         return Response({"results": ToolSerializer(tools.all_specs(), many=True).data})
+
+
+class WidgetThemeSerializer(serializers.Serializer):
+    color = serializers.CharField()
+    position = serializers.ChoiceField(choices=["right", "left"])
+    title = serializers.CharField(allow_blank=True)
+    avatar_url = serializers.CharField(allow_blank=True)
+    launcher_text = serializers.CharField(allow_blank=True)
+
+
+class WidgetConfigOutputSerializer(serializers.Serializer):
+    public_key = serializers.CharField()
+    name = serializers.CharField()
+    title = serializers.CharField()
+    welcome = serializers.CharField(allow_blank=True)
+    suggestions = serializers.ListField(child=serializers.CharField())
+    theme = WidgetThemeSerializer()
+    lead_form = serializers.BooleanField(help_text="Ask for name and e-mail (lead.submit) before the first message.")
+    identity_required = serializers.BooleanField(help_text="The socket refuses visitors without data-user-hash.")
+
+
+class WidgetConfigApi(APIView):
+    """The widget's public view of a bot (no authentication). Browsers on origins
+    outside the bot's allowed_origins get no CORS headers, so cannot read it."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: WidgetConfigOutputSerializer, 404: OpenApiResponse(description="No such bot")})
+    def get(self, request, public_key: str):
+        ip = client_ip_from_request(request) or "unknown"
+        rate_limit_hit(key=f"widget-config:{ip}", rate=Rate.parse(settings.WIDGET_CONFIG_RATE_PER_IP))
+        found = widget_config_get(public_key=public_key)
+        if found is None:
+            raise NotFound("No such bot.")
+        config, origins = found
+        response = Response(WidgetConfigOutputSerializer(config).data)
+        # Browsers may reuse it briefly; an owner's edit shows within a minute.
+        response["Cache-Control"] = "public, max-age=60"
+        return cors_allow(response, request=request, allowed_origins=origins)

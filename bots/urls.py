@@ -13,4 +13,5 @@ urlpatterns = [
     path("templates/", apis.TemplateListCreateApi.as_view(), name="template-list"),
     path("templates/<slug:slug>/", apis.TemplateDetailApi.as_view(), name="template-detail"),
     path("documents/<int:document_id>/resync/", apis.DocumentResyncApi.as_view(), name="document-resync"),
+    path("widget/<str:public_key>/config/", apis.WidgetConfigApi.as_view(), name="widget-config"),
 ]

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from bots import views as widget_views
 from chatbase.core import apis as core_apis
 
 api_v1 = [
@@ -27,6 +28,8 @@ urlpatterns = [
     # docs work under our Content-Security-Policy.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include(api_v1)),
+    path("demo/", widget_views.demo_view, name="demo"),
+    path("widget/preview/<int:bot_id>/", widget_views.preview_view, name="widget-preview"),
 ]
 
 # Every error outside DRF answers JSON {"detail","code"}, unknown URLs included.

@@ -15,13 +15,21 @@ from django.conf import settings
 
 from bots import selectors as bot_selectors
 from bots.configuration import normalise_origin
+from bots.preview import origin_is_own_host, preview_token_valid
 from chatbase.core.clientip import client_ip_from_scope
 from chatbase.core.consumers import NO_CHANNEL_LAYER, JsonConsumer
 from chatbase.core.errors import ChatbaseError, RateLimited, ValidationFailed
 from chatbase.core.ratelimit import Rate, arate_limit_hit
 from conversations import selectors, services
 from conversations.chat import AnswerDelta, AnswerDone, answer_stream, prefetch_retrieval
-from conversations.identity import visitor_token_issue, visitor_token_read
+from conversations.identity import (
+    VERIFIED_PREFIX,
+    IdentityRejected,
+    identity_verify,
+    visitor_is_verified,
+    visitor_token_issue,
+    visitor_token_read,
+)
 from conversations.models import Conversation, Message
 from leads import services as lead_services
 
@@ -31,6 +39,7 @@ logger = logging.getLogger(__name__)
 CLOSE_NOT_FOUND = 4404
 CLOSE_FORBIDDEN = 4403
 CLOSE_RATE_LIMITED = 4429
+CLOSE_NOT_AUTHENTICATED = 4401
 # How long a disconnect waits for the partial answer to be stored.
 CANCEL_GRACE_SECONDS = 5
 
@@ -75,6 +84,7 @@ class ChatConsumer(JsonConsumer):
         self.answer_tasks: set[asyncio.Task] = set()
         self.answer_lock = asyncio.Lock()
         self.ip = client_ip_from_scope(self.scope) or "unknown"
+        query = {k: v[0] for k, v in parse_qs(self.scope.get("query_string", b"").decode("latin-1")).items()}
 
         bot = await database_sync_to_async(bot_selectors.bot_get_by_public_key)(
             public_key=self.scope["url_route"]["kwargs"]["public_key"]
@@ -82,7 +92,7 @@ class ChatConsumer(JsonConsumer):
         if bot is None or not bot.is_active:
             await self.close(code=CLOSE_NOT_FOUND)
             return
-        if not self._origin_allowed(bot):
+        if not self._origin_allowed(bot, preview_token=query.get("preview", "")):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         try:
@@ -90,9 +100,18 @@ class ChatConsumer(JsonConsumer):
         except RateLimited:
             await self.close(code=CLOSE_RATE_LIMITED)
             return
+        try:
+            verified_id = self._verified_visitor(bot, query)
+        except IdentityRejected as exc:
+            # Accepted only to say why: a browser cannot read a refused handshake.
+            await self.accept()
+            await self.send_error(exc)
+            await self.close(code=CLOSE_NOT_AUTHENTICATED)
+            return
         self.bot = bot
-        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        visitor_id = visitor_token_read(bot=bot, token=(query.get("visitor") or [""])[0])
+        visitor_id = verified_id or visitor_token_read(bot=bot, token=query.get("visitor", ""))
+        if visitor_id and not verified_id and visitor_is_verified(visitor_id):
+            visitor_id = None  # a verified user's token is no proof without their hash
         # A missing, foreign or expired token gets a new visitor; a valid one is re-signed.
         self.visitor_id, self.visitor_token = visitor_token_issue(bot=bot, visitor_id=visitor_id)
         self.conversation = await database_sync_to_async(services.conversation_open)(
@@ -101,9 +120,18 @@ class ChatConsumer(JsonConsumer):
             channel=Conversation.Channel.WIDGET,
             metadata={"origin": self.origin},
         )
-        history = await database_sync_to_async(selectors.message_window)(
-            conversation=self.conversation, limit=settings.CHAT_SESSION_HISTORY_MESSAGES
-        )
+        if verified_id:
+            # Everything this user said to the bot, from any device.
+            history = await database_sync_to_async(selectors.visitor_history)(
+                bot=bot,
+                visitor_id=verified_id,
+                channel=Conversation.Channel.WIDGET,
+                limit=settings.CHAT_SESSION_HISTORY_MESSAGES,
+            )
+        else:
+            history = await database_sync_to_async(selectors.message_window)(
+                conversation=self.conversation, limit=settings.CHAT_SESSION_HISTORY_MESSAGES
+            )
         self.last_user_text = next((m.text for m in reversed(history) if m.role == Message.Role.USER), None)
         await self.accept()
         await self.send_json(
@@ -114,10 +142,21 @@ class ChatConsumer(JsonConsumer):
                 "welcome": bot.welcome_message,
                 "suggestions": bot.suggestions,
                 "history": [message_frame(m) | {"sources": public_sources(m.sources)} for m in history],
+                "identity": {"user_id": verified_id.removeprefix(VERIFIED_PREFIX)} if verified_id else None,
             }
         )
 
-    def _origin_allowed(self, bot) -> bool:
+    def _verified_visitor(self, bot, query: dict[str, str]) -> str | None:
+        """The verified visitor id of a site user, None for an anonymous visitor;
+        IdentityRejected for a bad hash, or no hash where the bot requires one."""
+        user_id, user_hash, ts = query.get("user_id", ""), query.get("user_hash", ""), query.get("ts", "")
+        if not (user_id or user_hash or ts):
+            if bot.configuration.get("identity_verification"):
+                raise IdentityRejected("This bot talks to signed-in users only (data-user-id and data-user-hash).")
+            return None
+        return identity_verify(bot=bot, user_id=user_id, user_hash=user_hash, ts=ts)
+
+    def _origin_allowed(self, bot, *, preview_token: str = "") -> bool:
         headers = dict(self.scope.get("headers") or [])
         raw = headers.get(b"origin", b"").decode("latin-1")
         self.origin = ""
@@ -127,7 +166,11 @@ class ChatConsumer(JsonConsumer):
             self.origin = normalise_origin(raw)
         except ValidationFailed:
             return False
-        return self.origin in bot.allowed_origins
+        if self.origin in bot.allowed_origins:
+            return True
+        # The admin's live preview: a page of this very server, with a staff-issued token.
+        host = headers.get(b"host", b"").decode("latin-1")
+        return preview_token_valid(bot=bot, token=preview_token) and origin_is_own_host(origin=self.origin, host=host)
 
     async def disconnect(self, code):
         # The visitor left: stop the model (the request upstream is closed) and keep

@@ -34,6 +34,23 @@ def message_window(*, conversation: Conversation, limit: int) -> list[Message]:
     return latest
 
 
+def visitor_history(*, bot: Bot, visitor_id: str, channel: str, limit: int) -> list[Message]:
+    """The last `limit` non-empty user and assistant messages of all the visitor's
+    conversations with the bot, oldest first (a verified user's history on any device)."""
+    latest = list(
+        Message.objects.filter(
+            conversation__bot=bot,
+            conversation__visitor_id=visitor_id,
+            conversation__channel=channel,
+            role__in=[Message.Role.USER, Message.Role.ASSISTANT],
+        )
+        .exclude(text="")
+        .order_by("-created_at", "-id")[:limit]
+    )
+    latest.reverse()
+    return latest
+
+
 def messages_before(*, conversation: Conversation, count: int) -> list[Message]:
     """The conversation's first `count` user and assistant messages (what the summary covers)."""
     return list(

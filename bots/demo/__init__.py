@@ -60,3 +60,8 @@ def demo_bot_seed(*, owner: User) -> Bot:
             document_reingest(document=document)
     bot.refresh_from_db()
     return bot
+
+
+def demo_bot_get() -> Bot | None:
+    """The demo bot seed_demo made, if it ran."""
+    return Bot.objects.filter(owner__email=settings.DEMO_OWNER_EMAIL, name=DEMO_BOT_NAME).order_by("pk").first()

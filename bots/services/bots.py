@@ -51,6 +51,13 @@ def bot_field_clean(field: str, value: Any) -> Any:
     return value
 
 
+def _forget_widget_config(public_key: str) -> None:
+    # The widget's cached config must not outlive a change (or the old key after a rotation).
+    from bots.widget import widget_config_forget
+
+    transaction.on_commit(lambda: widget_config_forget(public_key=public_key))
+
+
 @transaction.atomic
 def bot_create(*, owner: User, name: str, **fields: Any) -> Bot:
     unknown = set(fields) - set(EDITABLE)
@@ -73,12 +80,14 @@ def bot_update(*, bot: Bot, **fields: Any) -> Bot:
         setattr(bot, field, bot_field_clean(field, value))
     bot.full_clean(exclude=["owner", "template"])
     bot.save(update_fields=[*fields, "updated_at"])
+    _forget_widget_config(bot.public_key)
     return bot
 
 
 @transaction.atomic
 def bot_rotate_keys(*, bot: Bot) -> Bot:
     """New public key and identity secret: the old embed code and user hashes stop working."""
+    _forget_widget_config(bot.public_key)
     bot.public_key = new_public_key()
     bot.identity_secret = new_identity_secret()
     bot.save(update_fields=["public_key", "identity_secret", "updated_at"])
@@ -92,4 +101,5 @@ def bot_delete(*, bot: Bot) -> None:
 
     for document in bot.documents.all():
         document_delete(document=document)
+    _forget_widget_config(bot.public_key)
     bot.delete()

@@ -280,7 +280,8 @@ SPECTACULAR_SETTINGS = {
 
 # --- CORS: the REST API may be called from owners' own front ends -----------
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
-CORS_URLS_REGEX = r"^/api/.*$"
+# The widget's public config answers each bot's own allowed_origins (bots/cors.py).
+CORS_URLS_REGEX = r"^/api/(?!v1/widget/).*$"
 CORS_ALLOW_HEADERS = ["authorization", "content-type", "accept", "x-request-id"]
 
 # --- static files -----------------------------------------------------------
@@ -486,6 +487,14 @@ CELERY_BEAT_SCHEDULE["conversations-lifecycle"] = {
 }
 
 # --- widget and identity verification (static/widget/, conversations/) -------
+# GET /api/v1/widget/{public_key}/config/: cached per bot (edits invalidate it) and per IP limited.
+WIDGET_CONFIG_CACHE_SECONDS = env.int("WIDGET_CONFIG_CACHE_SECONDS", default=300)
+WIDGET_CONFIG_RATE_PER_IP = env("WIDGET_CONFIG_RATE_PER_IP", default="120/min")
+# data-user-hash: how old its timestamp may be, and how far in the future (clock skew).
+WIDGET_IDENTITY_MAX_AGE_SECONDS = env.int("WIDGET_IDENTITY_MAX_AGE_SECONDS", default=86400)
+WIDGET_IDENTITY_CLOCK_SKEW_SECONDS = env.int("WIDGET_IDENTITY_CLOCK_SKEW_SECONDS", default=300)
+# The admin's live preview connects from this server's own origin with a signed token.
+WIDGET_PREVIEW_TOKEN_MAX_AGE_SECONDS = env.int("WIDGET_PREVIEW_TOKEN_MAX_AGE_SECONDS", default=3600)
 
 # --- matchmaking (conversations/matchmaking) ------------------------------------
 
