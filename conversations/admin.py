@@ -35,3 +35,7 @@ class ConversationAdmin(admin.ModelAdmin):
         for conversation in queryset:
             services.conversation_end(conversation=conversation, reason="ended_by_staff")
         self.message_user(request, f"Ended {queryset.count()} conversation(s).")
+
+
+# The matchmaking queue and rooms register themselves.
+import conversations.matchmaking.admin  # noqa: E402, F401

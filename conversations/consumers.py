@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -68,6 +69,25 @@ def public_sources(sources: list[dict]) -> list[dict]:
         for s in sources
         if not s.get("duplicate")
     ]
+
+
+async def answer_frames(*, conversation: Conversation) -> AsyncIterator[tuple[dict, Message | None]]:
+    """One streamed answer as websocket frames: `answer.delta`s, then `answer.done` with
+    the stored message (shared by the chat and matchmaking sockets)."""
+    async for event in answer_stream(conversation=conversation):
+        if isinstance(event, AnswerDelta):
+            yield {"type": "answer.delta", "message_id": event.message_id, "delta": event.text}, None
+        elif isinstance(event, AnswerDone):
+            message = event.message
+            done = {
+                "type": "answer.done",
+                "message_id": message.pk,
+                "text": message.text,
+                "sources": public_sources(message.sources),
+                "provider": message.provider,
+                "incomplete": message.incomplete,
+            }
+            yield done, message
 
 
 class ChatConsumer(JsonConsumer):
@@ -236,23 +256,8 @@ class ChatConsumer(JsonConsumer):
         # One answer at a time per socket, in the order the messages came.
         async with self.answer_lock:
             try:
-                async for event in answer_stream(conversation=self.conversation):
-                    if isinstance(event, AnswerDelta):
-                        await self.send_json(
-                            {"type": "answer.delta", "message_id": event.message_id, "delta": event.text}
-                        )
-                    elif isinstance(event, AnswerDone):
-                        message = event.message
-                        await self.send_json(
-                            {
-                                "type": "answer.done",
-                                "message_id": message.pk,
-                                "text": message.text,
-                                "sources": public_sources(message.sources),
-                                "provider": message.provider,
-                                "incomplete": message.incomplete,
-                            }
-                        )
+                async for frame, _ in answer_frames(conversation=self.conversation):
+                    await self.send_json(frame)
             except asyncio.CancelledError:
                 raise
             except ChatbaseError as exc:

@@ -102,3 +102,7 @@ class Message(models.Model):
     @property
     def provider(self) -> str:
         return self.providers[-1] if self.providers else ""
+
+
+# The matchmaking models live in their own module; Django finds them through this import.
+from conversations.matchmaking.models import MatchRoom, MatchTicket  # noqa: E402, F401

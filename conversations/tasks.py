@@ -23,3 +23,7 @@ def conversation_summarize_task(conversation_id: int) -> bool:
     if conversation is None:
         return False
     return chat.conversation_summarize(conversation=conversation)
+
+
+# Celery discovers `conversations.tasks`; the matchmaking task is registered through it.
+from conversations.matchmaking.tasks import matchmaking_cleanup_task  # noqa: E402, F401

@@ -53,3 +53,30 @@ webhook_events = Counter(
     "chatbase_webhook_events", "Inbound webhook deliveries, by source and outcome.", ["source", "outcome"]
 )
 cache_errors = Counter("chatbase_cache_errors", "Cache (Redis) failures the caller survived, by purpose.", ["purpose"])
+
+# Matchmaking (conversations/matchmaking). Gauges count this process's sockets and add up
+# across processes; a human room counts 0.5 per participant, so a whole room is 1.
+match_waiting = Gauge(
+    "chatbase_match_waiting", "Users in the matchmaking queue (with or without a bot).", multiprocess_mode="livesum"
+)
+match_active_sessions = Gauge(
+    "chatbase_match_active_sessions",
+    "Matchmaking sessions on open sockets, by kind (bot, human).",
+    ["kind"],
+    multiprocess_mode="livesum",
+)
+match_wait = Histogram(
+    "chatbase_match_wait_seconds",
+    "Time from match.join to match.found.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300),
+)
+match_pairs = Counter("chatbase_match_pairs", "Human rooms formed by the queue.")
+match_fallbacks = Counter(
+    "chatbase_match_fallbacks", "Users given the AI companion, by trigger (timer, webhook).", ["trigger"]
+)
+match_handovers = Counter("chatbase_match_handovers", "Bot sessions ended because a human was found.")
+match_fallback_lateness = Histogram(
+    "chatbase_match_fallback_lateness_seconds",
+    "How late the fallback timer fired after MATCH_FALLBACK_SECONDS.",
+    buckets=_FAST_BUCKETS,
+)

@@ -497,6 +497,32 @@ WIDGET_IDENTITY_CLOCK_SKEW_SECONDS = env.int("WIDGET_IDENTITY_CLOCK_SKEW_SECONDS
 WIDGET_PREVIEW_TOKEN_MAX_AGE_SECONDS = env.int("WIDGET_PREVIEW_TOKEN_MAX_AGE_SECONDS", default=3600)
 
 # --- matchmaking (conversations/matchmaking) ------------------------------------
+# Seconds after match.join before a lonely user is given the AI companion (they keep waiting).
+MATCH_FALLBACK_SECONDS = env.float("MATCH_FALLBACK_SECONDS", default=10.0)
+# Public key of the bot that talks to lonely users on /ws/match/ and in webhook sessions;
+# empty: a "Matchmaking companion" bot (no documents) of the demo owner, created on first use.
+MATCHMAKING_BOT = env("MATCHMAKING_BOT", default="")
+# The template when no selection rule matches the profile (social chat, not support).
+MATCHMAKING_DEFAULT_TEMPLATE = env("MATCHMAKING_DEFAULT_TEMPLATE", default="casual_chat")
+# Signs /api/v1/webhooks/matchmaking/ (Chatbase-Signature); empty: the webhook answers 503.
+MATCHMAKING_WEBHOOK_SECRET = env("MATCHMAKING_WEBHOOK_SECRET", default="")
+MATCHMAKING_WEBHOOK_TOLERANCE_SECONDS = env.int("MATCHMAKING_WEBHOOK_TOLERANCE_SECONDS", default=300)
+# When set, match.join must carry user_hash = hex HMAC-SHA256(secret, user_id), computed by
+# the app's backend, so nobody can join (or kick) as someone else.
+MATCHMAKING_IDENTITY_SECRET = env("MATCHMAKING_IDENTITY_SECRET", default="")
+# Every process refreshes its tickets this often; a ticket this stale lost its process.
+MATCH_HEARTBEAT_SECONDS = env.float("MATCH_HEARTBEAT_SECONDS", default=10.0)
+MATCH_TICKET_STALE_SECONDS = env.float("MATCH_TICKET_STALE_SECONDS", default=45.0)
+# Matchmaking sessions nobody is connected to end after this long without a message
+# (they pause after CONVERSATION_PAUSE_AFTER_SECONDS, 5 minutes, like every conversation).
+MATCH_SESSION_END_AFTER_MINUTES = env.float("MATCH_SESSION_END_AFTER_MINUTES", default=30.0)
+MATCH_RATE_PER_USER = env("MATCH_RATE_PER_USER", default="30/min")
+MATCH_JOIN_RATE_PER_USER = env("MATCH_JOIN_RATE_PER_USER", default="20/min")
+MATCH_CONNECT_RATE_PER_IP = env("MATCH_CONNECT_RATE_PER_IP", default="120/min")
+CELERY_BEAT_SCHEDULE["matchmaking-cleanup"] = {
+    "task": "conversations.matchmaking.tasks.matchmaking_cleanup_task",
+    "schedule": 30,
+}
 
 # --- leads and geo (leads/, geo/) ----------------------------------------------
 # A lead whose score reaches this becomes qualified (and lead.qualified is sent).

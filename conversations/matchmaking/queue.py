@@ -1,0 +1,301 @@
+"""The waiting queue, in PostgreSQL so that every Daphne process shares it.
+
+Joining inserts (and commits) the user's ticket; then the joiner pairs whatever is
+pairable in its pool: one transaction locks the two oldest waiting tickets with
+`FOR UPDATE SKIP LOCKED` and puts them in a new room. Two concurrent pairers never
+lock the same ticket, so nobody is paired twice. A pairer that finds fewer than two
+unlocked tickets while two or more are waiting (the others are locked by concurrent
+pairers, who may release one each) tries again after a short random pause, until at
+most one ticket of the pool is waiting: two waiting users are never left unpaired,
+whoever joined last sees the other (its ticket was committed before it looked).
+
+Everything here is synchronous ORM code run in worker threads; the consumer sends
+the notifications (`match.paired`, `match.room_ended`) through the channel layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from conversations import services as conversation_services
+from conversations.matchmaking.models import MatchRoom, MatchTicket
+from conversations.models import Conversation
+
+# This process: its heartbeat keeps its tickets alive.
+INSTANCE = uuid.uuid4().hex
+# A pairer retries while others hold locks; the pauses grow to at most this long.
+PAIR_RETRY_MAX_SECONDS = 0.05
+PAIR_MAX_ATTEMPTS = 200
+
+
+@dataclass(frozen=True)
+class Seat:
+    """One side of a pairing, as the other side's consumer needs it."""
+
+    ticket_id: int
+    user_id: str
+    channel_name: str
+    name: str
+    joined_at: datetime
+
+
+@dataclass(frozen=True)
+class Pairing:
+    room_id: str
+    group: str
+    seats: tuple[Seat, Seat]
+
+
+@dataclass
+class Departure:
+    """What a removed ticket leaves behind: whom to tell, and what."""
+
+    room_id: str | None = None
+    # The other side of the ended room, told with `peer_reason`.
+    peers: list[str] = field(default_factory=list)
+    peer_reason: str = "peer_left"
+    bot_conversation_id: int | None = None
+    # The socket whose ticket a new join replaced (it is told and closed).
+    replaced_channel: str | None = None
+
+
+def display_name(profile: dict) -> str:
+    name = profile.get("name")
+    return str(name)[:80] if name not in (None, "") else "Someone"
+
+
+def _seat(ticket: MatchTicket) -> Seat:
+    return Seat(
+        ticket_id=ticket.pk,
+        user_id=ticket.user_id,
+        channel_name=ticket.channel_name,
+        name=display_name(ticket.profile),
+        joined_at=ticket.joined_at,
+    )
+
+
+def _fresh_after(now: datetime) -> datetime:
+    return now - timedelta(seconds=settings.MATCH_TICKET_STALE_SECONDS)
+
+
+def waiting_tickets(*, pool: str, now: datetime | None = None) -> QuerySet[MatchTicket]:
+    """Tickets of a pool that may be paired: no room yet, and their process is alive."""
+    now = now or timezone.now()
+    return MatchTicket.objects.filter(pool=pool, room__isnull=True, heartbeat_at__gte=_fresh_after(now))
+
+
+def ticket_join(
+    *, user_id: str, channel_name: str, profile: dict, pool: str = "", bot_conversation_id: int | None = None
+) -> tuple[MatchTicket, Departure | None]:
+    """Queue the user. A ticket they already had (another socket, or a crashed
+    process's) is replaced: the returned Departure says whom to tell."""
+    for _ in range(3):
+        try:
+            return _ticket_join(
+                user_id=user_id,
+                channel_name=channel_name,
+                profile=profile,
+                pool=pool,
+                bot_conversation_id=bot_conversation_id,
+            )
+        except IntegrityError:
+            continue  # the same user joined at the same moment elsewhere: replace that one
+    raise IntegrityError(f"Could not queue {user_id!r}: it keeps being queued concurrently.")
+
+
+@transaction.atomic
+def _ticket_join(*, user_id, channel_name, profile, pool, bot_conversation_id):
+    departure = None
+    old = MatchTicket.objects.select_for_update().filter(user_id=user_id).first()
+    if old is not None:
+        departure = _ticket_remove(old, reason="replaced", peer_reason="peer_disconnected")
+        departure.replaced_channel = old.channel_name
+    now = timezone.now()
+    with transaction.atomic():
+        ticket = MatchTicket.objects.create(
+            user_id=user_id,
+            channel_name=channel_name,
+            instance=INSTANCE,
+            pool=pool,
+            profile=profile,
+            bot_conversation_id=bot_conversation_id,
+            joined_at=now,
+            heartbeat_at=now,
+        )
+    return ticket, departure
+
+
+@transaction.atomic
+def _pair_once(*, pool: str) -> Pairing | None:
+    tickets = list(
+        waiting_tickets(pool=pool).order_by("joined_at", "id").select_for_update(skip_locked=True, of=("self",))[:2]
+    )
+    if len(tickets) < 2:
+        return None
+    first, second = tickets
+    room = MatchRoom.objects.create(user_a=first.user_id, user_b=second.user_id, pool=pool)
+    MatchTicket.objects.filter(pk__in=[first.pk, second.pk]).update(room=room)
+    return Pairing(room_id=str(room.pk), group=room.group, seats=(_seat(first), _seat(second)))
+
+
+def pair_once(*, pool: str) -> tuple[Pairing | None, int]:
+    """Pair the two oldest unlocked waiting tickets; else say how many are waiting."""
+    pairing = _pair_once(pool=pool)
+    if pairing is not None:
+        return pairing, 0
+    return None, waiting_tickets(pool=pool).count()
+
+
+async def pairs_claim(*, pool: str) -> list[Pairing]:
+    """Pair the pool's waiting tickets, oldest first, until at most one is waiting."""
+    pairings: list[Pairing] = []
+    attempt = 0
+    while attempt < PAIR_MAX_ATTEMPTS:
+        pairing, waiting = await database_sync_to_async(pair_once, thread_sensitive=False)(pool=pool)
+        if pairing is not None:
+            pairings.append(pairing)
+            attempt = 0
+            continue
+        if waiting < 2:
+            break
+        # Two or more wait but were locked: by pairers that will pair them, or that
+        # will each release one. Look again shortly; random pauses break the tie.
+        attempt += 1
+        await asyncio.sleep(random.uniform(0.001, min(PAIR_RETRY_MAX_SECONDS, 0.002 * attempt)))
+    return pairings
+
+
+def _ticket_remove(ticket: MatchTicket, *, reason: str, peer_reason: str) -> Departure:
+    """Delete a locked ticket; its room ends and so does its bot session."""
+    departure = Departure(bot_conversation_id=ticket.bot_conversation_id, peer_reason=peer_reason)
+    if ticket.room_id is not None:
+        departure.room_id = str(ticket.room_id)
+        # Not locked: two users leaving their room at once must not wait for each other.
+        # Each peer removes its own ticket when told (or the sweep does, if it is a ghost).
+        peers = MatchTicket.objects.filter(room_id=ticket.room_id).exclude(pk=ticket.pk)
+        departure.peers = list(peers.values_list("channel_name", flat=True))
+        MatchRoom.objects.filter(pk=ticket.room_id, ended_at__isnull=True).update(
+            ended_at=timezone.now(), end_reason=reason[:50]
+        )
+    if ticket.bot_conversation_id is not None:
+        conversation = Conversation.objects.filter(pk=ticket.bot_conversation_id).first()
+        if conversation is not None:
+            conversation_services.conversation_end(conversation=conversation, reason=reason)
+    ticket.delete()
+    return departure
+
+
+@transaction.atomic
+def ticket_leave(*, ticket_id: int, reason: str, peer_reason: str = "peer_left") -> Departure | None:
+    """The user left (or disconnected): None if their ticket was already gone."""
+    # Blocks while a pairer holds the ticket: then the room it made is ended here.
+    ticket = MatchTicket.objects.select_for_update().filter(pk=ticket_id).first()
+    if ticket is None:
+        return None
+    return _ticket_remove(ticket, reason=reason, peer_reason=peer_reason)
+
+
+@transaction.atomic
+def ticket_bot_attach(*, ticket_id: int, conversation: Conversation) -> bool:
+    """Give a waiting ticket its bot session; False if it was paired or is gone meanwhile."""
+    return bool(
+        MatchTicket.objects.filter(pk=ticket_id, room__isnull=True, bot_conversation__isnull=True).update(
+            bot_conversation=conversation
+        )
+    )
+
+
+@transaction.atomic
+def ticket_bot_detach(*, ticket_id: int) -> None:
+    MatchTicket.objects.filter(pk=ticket_id).update(bot_conversation=None)
+
+
+def tickets_heartbeat(*, instance: str = INSTANCE) -> int:
+    return MatchTicket.objects.filter(instance=instance).update(heartbeat_at=timezone.now())
+
+
+def tickets_stale(*, now: datetime | None = None, limit: int = 500) -> list[int]:
+    now = now or timezone.now()
+    return list(
+        MatchTicket.objects.filter(heartbeat_at__lt=_fresh_after(now))
+        .order_by("heartbeat_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+@transaction.atomic
+def ticket_remove_if_stale(*, ticket_id: int, now: datetime | None = None) -> Departure | None:
+    """A ghost (its process died): removed, unless its process came back meanwhile.
+
+    Skips a ticket another cleaner holds, so several processes may clean at once."""
+    now = now or timezone.now()
+    ticket = (
+        MatchTicket.objects.select_for_update(skip_locked=True)
+        .filter(pk=ticket_id, heartbeat_at__lt=_fresh_after(now))
+        .first()
+    )
+    if ticket is None:
+        return None
+    return _ticket_remove(ticket, reason="abandoned", peer_reason="peer_disconnected")
+
+
+def live_ticket_for_user(*, user_id: str) -> MatchTicket | None:
+    """The user's ticket if their socket is open with us (its process is alive)."""
+    return MatchTicket.objects.filter(user_id=user_id, heartbeat_at__gte=_fresh_after(timezone.now())).first()
+
+
+async def departure_notify(departure: Departure | None) -> None:
+    """Tell the other side of an ended room, and a replaced socket (low-rate channel-layer events)."""
+    if departure is None:
+        return
+    layer = get_channel_layer()
+    for channel in departure.peers:
+        await layer.send(
+            channel, {"type": "match.room_ended", "room": departure.room_id, "reason": departure.peer_reason}
+        )
+    if departure.replaced_channel:
+        await layer.send(departure.replaced_channel, {"type": "match.replaced"})
+
+
+def departure_notify_after_commit(departure: Departure | None) -> None:
+    """From synchronous code (the beat, a webhook): notify once the removal is committed."""
+    if departure is not None:
+        transaction.on_commit(lambda: async_to_sync(departure_notify)(departure), robust=True)
+
+
+@transaction.atomic
+def ticket_requeue(*, ticket_id: int, room_id: str) -> bool:
+    """Back to waiting (keeping its place) a ticket whose room ended before its socket
+    heard of the pairing: the peer left within that instant."""
+    return bool(MatchTicket.objects.filter(pk=ticket_id, room_id=room_id).update(room=None))
+
+
+async def pairing_announce(pairing: Pairing) -> None:
+    """Both sockets join the room's group before either hears of it, then each is told."""
+    layer = get_channel_layer()
+    first, second = pairing.seats
+    for seat in pairing.seats:
+        await layer.group_add(pairing.group, seat.channel_name)
+    for seat, other in ((first, second), (second, first)):
+        await layer.send(
+            seat.channel_name,
+            {
+                "type": "match.paired",
+                "room": pairing.room_id,
+                "group": pairing.group,
+                "ticket_id": seat.ticket_id,
+                "peer": {"name": other.name},
+            },
+        )

@@ -1,0 +1,119 @@
+"""The PostgreSQL queue under real concurrency (threads, each with its own connection)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from conversations.matchmaking import queue, services
+from conversations.matchmaking.models import MatchRoom, MatchTicket
+from conversations.models import Conversation
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("shipped_templates")]
+
+
+def in_threads(count, target):
+    """Run target(i) in `count` threads released at the same moment."""
+    barrier = threading.Barrier(count)
+    errors = []
+
+    def run(i):
+        try:
+            barrier.wait()
+            target(i)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+
+
+def test_concurrent_joiners_pair_everyone_once():
+    pairings = []
+
+    def join_and_pair(i):
+        queue.ticket_join(user_id=f"u{i}", channel_name=f"chan{i}", profile={"name": f"U{i}"})
+        pairings.extend(asyncio.run(queue.pairs_claim(pool="")))
+
+    in_threads(24, join_and_pair)
+    rooms = list(MatchRoom.objects.all())
+    assert len(rooms) == len(pairings) == 12
+    users = Counter(u for room in rooms for u in (room.user_a, room.user_b))
+    assert set(users) == {f"u{i}" for i in range(24)} and set(users.values()) == {1}
+    assert not MatchTicket.objects.filter(room__isnull=True).exists()
+    for pairing in pairings:
+        first, second = pairing.seats
+        assert first.user_id != second.user_id
+        assert {first.ticket_id, second.ticket_id} == set(
+            MatchTicket.objects.filter(room_id=pairing.room_id).values_list("pk", flat=True)
+        )
+
+
+def test_an_odd_user_out_keeps_waiting_oldest_first():
+    for i in range(3):
+        queue.ticket_join(user_id=f"u{i}", channel_name=f"chan{i}", profile={})
+    (pairing,) = asyncio.run(queue.pairs_claim(pool=""))
+    assert [s.user_id for s in pairing.seats] == ["u0", "u1"]
+    assert list(MatchTicket.objects.filter(room__isnull=True).values_list("user_id", flat=True)) == ["u2"]
+
+
+def test_a_ghost_is_never_paired_and_the_sweep_removes_it():
+    ghost, _ = queue.ticket_join(user_id="ghost", channel_name="gone", profile={})
+    MatchTicket.objects.filter(pk=ghost.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    queue.ticket_join(user_id="alive", channel_name="here", profile={})
+    assert asyncio.run(queue.pairs_claim(pool="")) == []
+    assert services.tickets_sweep() == 1
+    assert list(MatchTicket.objects.values_list("user_id", flat=True)) == ["alive"]
+
+
+def test_the_sweep_ends_a_ghosts_room_and_bot_session(django_capture_on_commit_callbacks):
+    ghost, _ = queue.ticket_join(user_id="ghost", channel_name="gone", profile={})
+    queue.ticket_join(user_id="peer", channel_name="peer-chan", profile={})
+    (pairing,) = asyncio.run(queue.pairs_claim(pool=""))
+    MatchTicket.objects.filter(pk=ghost.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    result = services.matchmaking_cleanup()
+    assert result["tickets_removed"] == 1
+    room = MatchRoom.objects.get(pk=pairing.room_id)
+    assert room.ended_at is not None and room.end_reason == "abandoned"
+    # The peer's socket removes its own ticket when told; it is not a ghost.
+    assert list(MatchTicket.objects.values_list("user_id", flat=True)) == ["peer"]
+
+
+def test_abandoned_sessions_end_and_attached_ones_do_not(settings):
+    settings.MATCH_SESSION_END_AFTER_MINUTES = 30
+    ticket, _ = queue.ticket_join(user_id="talking", channel_name="c", profile={})
+    live = services.ticket_bot_start(ticket_id=ticket.pk, user_id="talking", profile={"name": "T"})
+    orphan = services.session_start(user_id="gone", profile={}, source="api")
+    old = timezone.now() - timedelta(hours=1)
+    Conversation.objects.filter(pk__in=[live.pk, orphan.pk]).update(last_activity_at=old)
+    assert services.matchmaking_cleanup()["sessions_ended"] == 1
+    orphan.refresh_from_db()
+    live.refresh_from_db()
+    assert orphan.status == "ended" and orphan.end_reason == "abandoned"
+    assert live.status == "active"
+
+
+def test_the_fallback_does_not_start_for_a_paired_ticket():
+    first, _ = queue.ticket_join(user_id="a", channel_name="ca", profile={})
+    queue.ticket_join(user_id="b", channel_name="cb", profile={})
+    asyncio.run(queue.pairs_claim(pool=""))
+    assert services.ticket_bot_start(ticket_id=first.pk, user_id="a", profile={}) is None
+    assert not Conversation.objects.exists()
+
+
+def test_the_companion_bot_is_created_once():
+    bots = []
+    in_threads(4, lambda i: bots.append(services.matchmaking_bot().pk))
+    assert len(set(bots)) == 1
