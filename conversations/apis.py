@@ -114,6 +114,17 @@ def wants_event_stream(request) -> bool:
     return "text/event-stream" in request.headers.get("Accept", "")
 
 
+def reply_response(request, conversation: Conversation, *, owner=None):
+    """Answer the conversation's latest user message: SSE when the client accepts it, else JSON."""
+    if wants_event_stream(request):
+        response = StreamingHttpResponse(sse_stream(conversation, owner), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+        return response
+    message = async_to_sync(answer_collect)(conversation=conversation, owner=owner)
+    return Response(reply_payload(conversation, message))
+
+
 class EventStreamRenderer(BaseRenderer):
     """Lets clients that accept only text/event-stream negotiate the chat view.
 
@@ -172,13 +183,7 @@ class BotChatApi(APIView):
             text=data.validated_data["message"],
             client_id=data.validated_data.get("client_id", ""),
         )
-        if wants_event_stream(request):
-            response = StreamingHttpResponse(sse_stream(conversation, request.user), content_type="text/event-stream")
-            response["Cache-Control"] = "no-cache"
-            response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
-            return response
-        message = async_to_sync(answer_collect)(conversation=conversation, owner=request.user)
-        return Response(reply_payload(conversation, message))
+        return reply_response(request, conversation, owner=request.user)
 
 
 class BotConversationListApi(APIView):

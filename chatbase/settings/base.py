@@ -519,6 +519,9 @@ MATCH_SESSION_END_AFTER_MINUTES = env.float("MATCH_SESSION_END_AFTER_MINUTES", d
 MATCH_RATE_PER_USER = env("MATCH_RATE_PER_USER", default="30/min")
 MATCH_JOIN_RATE_PER_USER = env("MATCH_JOIN_RATE_PER_USER", default="20/min")
 MATCH_CONNECT_RATE_PER_IP = env("MATCH_CONNECT_RATE_PER_IP", default="120/min")
+# Threads (each with a pooled database connection) for the queue's work in each process;
+# keep below DB_POOL_MAX.
+MATCH_DB_THREADS = env.int("MATCH_DB_THREADS", default=4)
 CELERY_BEAT_SCHEDULE["matchmaking-cleanup"] = {
     "task": "conversations.matchmaking.tasks.matchmaking_cleanup_task",
     "schedule": 30,

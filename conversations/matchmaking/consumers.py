@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chatbase.core import metrics
@@ -23,6 +22,7 @@ from chatbase.core.ratelimit import Rate, arate_limit_hit
 from conversations import services as conversation_services
 from conversations.consumers import answer_frames
 from conversations.matchmaking import queue, services
+from conversations.matchmaking.queue import db
 from conversations.models import Conversation
 
 logger = logging.getLogger(__name__)
@@ -31,12 +31,6 @@ IDLE, WAITING, ROOM = "idle", "waiting", "room"
 CLOSE_RATE_LIMITED = 4429
 CLOSE_REPLACED = 4409
 CANCEL_GRACE_SECONDS = 5
-
-
-def db(function):
-    # Not the one thread-sensitive thread: a burst of joins, fallbacks and pairings must
-    # not queue behind each other (each call takes a pooled connection of its own).
-    return database_sync_to_async(function, thread_sensitive=False)
 
 
 class _Heartbeat:
@@ -224,7 +218,7 @@ class MatchConsumer(JsonConsumer):
             if conversation is None:
                 return
             self._cancel_fallback()
-            await self._bot_connected(conversation, trigger="webhook")
+            await self._bot_connected(conversation)
 
     async def room_message(self, event):
         if event["sender"] != self.channel_name and self.state == ROOM and event["room"] == self.room:
@@ -252,7 +246,8 @@ class MatchConsumer(JsonConsumer):
             if conversation is None:
                 return  # paired meanwhile: match.found is on its way
             metrics.match_fallback_lateness.observe(max(0.0, loop.time() - deadline))
-            await self._bot_connected(conversation, trigger="timer")
+            metrics.match_fallbacks.labels("timer").inc()
+            await self._bot_connected(conversation)
 
     @staticmethod
     def _attach(ticket_id: int, conversation_id: int) -> Conversation | None:
@@ -261,10 +256,9 @@ class MatchConsumer(JsonConsumer):
             return None
         return conversation
 
-    async def _bot_connected(self, conversation: Conversation, *, trigger: str):
+    async def _bot_connected(self, conversation: Conversation):
         self.bot_conversation = conversation
         self._set_state(WAITING)
-        metrics.match_fallbacks.labels(trigger).inc()
         await self.send_json(
             {
                 "type": "bot.connected",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -35,6 +36,17 @@ from conversations.models import Conversation
 
 # This process: its heartbeat keeps its tickets alive.
 INSTANCE = uuid.uuid4().hex
+# Matchmaking's database work runs on a few threads of its own, not Daphne's single
+# thread-sensitive one: a burst of joins, fallbacks and pairings must not queue behind
+# every other consumer's calls (nor they behind it). Each thread keeps one pooled connection.
+_executor = ThreadPoolExecutor(max_workers=settings.MATCH_DB_THREADS, thread_name_prefix="matchmaking-db")
+
+
+def db(function):
+    """`function` as a coroutine on the matchmaking threads (connections handled as Channels does)."""
+    return database_sync_to_async(function, thread_sensitive=False, executor=_executor)
+
+
 # A pairer retries while others hold locks; the pauses grow to at most this long.
 PAIR_RETRY_MAX_SECONDS = 0.05
 PAIR_MAX_ATTEMPTS = 200
@@ -163,7 +175,7 @@ async def pairs_claim(*, pool: str) -> list[Pairing]:
     pairings: list[Pairing] = []
     attempt = 0
     while attempt < PAIR_MAX_ATTEMPTS:
-        pairing, waiting = await database_sync_to_async(pair_once, thread_sensitive=False)(pool=pool)
+        pairing, waiting = await db(pair_once)(pool=pool)
         if pairing is not None:
             pairings.append(pairing)
             attempt = 0

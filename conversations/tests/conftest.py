@@ -25,14 +25,3 @@ async def llm(fake_llm):
     """The fake model server; the SDK clients of this test's event loop are closed after."""
     yield fake_llm
     await aclose_clients()
-
-
-@pytest.fixture
-def shipped_templates(transactional_db, monkeypatch):
-    """The shipped personalities (a transactional test's flush removes the migration's rows)."""
-    from bots import templates
-    from bots.services.templates import templates_ensure_shipped
-
-    templates_ensure_shipped()
-    # The cache clear between tests resets the version counter: forget the previous rows.
-    monkeypatch.setattr(templates, "_cached", None)

@@ -15,7 +15,7 @@ from chatbase.testing.fake_llm import Script
 from conversations.matchmaking.models import MatchRoom, MatchTicket
 from conversations.models import Conversation, Message
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("shipped_templates")]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture

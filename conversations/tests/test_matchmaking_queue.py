@@ -15,7 +15,7 @@ from conversations.matchmaking import queue, services
 from conversations.matchmaking.models import MatchRoom, MatchTicket
 from conversations.models import Conversation
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("shipped_templates")]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def in_threads(count, target):
