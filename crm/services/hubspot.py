@@ -12,7 +12,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from chatbase.core.errors import NotAuthenticated, Unavailable, ValidationFailed
+from chatbase.core.errors import Conflict, NotAuthenticated, Unavailable, ValidationFailed
 from crm import hubspot
 from crm.models import HubSpotConnection
 
@@ -129,7 +129,9 @@ def hubspot_connection_record_error(*, connection: HubSpotConnection, error: str
 def hubspot_oauth_authorize_url(*, owner) -> str:
     """Where to send the owner's browser; the state binds the callback to this owner, once."""
     if not (settings.HUBSPOT_CLIENT_ID and settings.HUBSPOT_CLIENT_SECRET and settings.HUBSPOT_OAUTH_REDIRECT_URI):
-        raise Unavailable(
+        # 409, not 503: nothing is down and retrying will not help until an operator
+        # configures it (503 would also page whoever watches 5xx rates).
+        raise Conflict(
             "HubSpot OAuth is not configured (HUBSPOT_CLIENT_ID, HUBSPOT_CLIENT_SECRET, HUBSPOT_OAUTH_REDIRECT_URI).",
             code="hubspot_oauth_not_configured",
         )

@@ -86,10 +86,10 @@ def test_a_refused_code_is_a_400(owner_client, oauth, client):
     assert not HubSpotConnection.objects.exists()
 
 
-def test_authorise_without_oauth_configured_is_503(owner_client, settings):
+def test_authorise_without_oauth_configured_is_409(owner_client, settings):
     settings.HUBSPOT_CLIENT_ID = ""
     response = owner_client.get("/api/v1/crm/hubspot/oauth/authorize/")
-    assert response.status_code == 503 and response.json()["code"] == "hubspot_oauth_not_configured"
+    assert response.status_code == 409 and response.json()["code"] == "hubspot_oauth_not_configured"
 
 
 def test_an_expiring_token_is_refreshed_before_use(owner, oauth):
