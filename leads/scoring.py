@@ -109,11 +109,14 @@ _PERIOD = r"days?|weeks?|months?|quarters?"
 
 _PATTERNS: dict[str, tuple[str, ...]] = {
     "purchase_intent": (
-        r"\b(?:want|wants|wanted|need|needs|like|love|plan|planning|looking|ready|going|keen|intend|intending|hoping)"
+        r"\b(?:want|wants|wanted|need|needs|like|love|plan|planning|looking|ready|going|keen|intend|intending|hoping"
+        r"|wish|wishing)"
         r" (?:to|on) (?:buy|purchase|order|book|subscribe|sign up|hire|rent|lease|get a quote|place an order"
         r"|go ahead|proceed|install|upgrade|switch)\b",
         r"\binterested in (?:buying|purchasing|ordering|booking|getting|hiring|subscribing|your|the|a|an|this)\b",
-        r"\bhow (?:do|can|could) (?:i|we) (?:buy|order|purchase|book|pay|sign up|subscribe|get started)\b",
+        r"\bhow (?:to|(?:do|can|could) (?:i|we)) (?:buy|order|purchase|book|pay|sign up|subscribe|get started)\b",
+        r"\bto (?:buy|purchase|order|book) (?:it|one|this|that|these|them)\b",
+        r"\b(?:want|need|would like|'d like) (?:it|this|one|them|these) (?:installed|fitted|set up)\b",
         r"\b(?:send|give|share|email|mail) (?:me|us) (?:a |an |the |your )?(?:quote|quotation|proforma|estimate)\b",
         r"\b(?:place|placing) (?:an |the |my |our |a bulk )?order\b",
         r"\b(?:sign (?:me|us) up|i'?ll take (?:it|one|two|them|\d+)|let'?s (?:go ahead|proceed|do it))\b",
@@ -144,11 +147,14 @@ _PATTERNS: dict[str, tuple[str, ...]] = {
         r"\b(?:bulk|wholesale|volume) (?:orders?|purchases?|pricing|prices?|discounts?|quantit(?:y|ies)|deals?|buy)\b",
         r"\bin bulk\b",
         r"\b(?:team|startup|company|office|family|group|batch|class|staff|crew) of "
-        r"(?:about |around |roughly )?\d[\d,]*\b",
+        r"(?:about |around |roughly )?(?:" + _NUMBER_WORDS + r")\b",
+        r"\b(?:of|for) (?:" + _NUMBER_WORDS + r") (?!" + _TIME_UNITS + r"\b)[a-z]+s\b",
+        r"\b(?:have|with|across|in) (?:about |around )?(?:" + _NUMBER_WORDS + r") (?:offices|branches|stores|outlets"
+        r"|locations|sites|employees|staff|rooms|floors|buildings|schools|clinics|shops|warehouses|factories)\b",
         # A number right after asking for something: "need 2 more", "order 30 of these", "buy 5 chairs".
-        r"\b(?:need|needs|want|wants|order|buy|get|require|purchase)\b(?:\W+\w+){0,2}?\W+(?:about |around |roughly )?"
-        r"(?:" + _NUMBER_WORDS + r")\s+(?:more\b|extra\b|of (?:these|those|them|it)\b|(?!" + _TIME_UNITS + r"\b)"
-        r"[a-z]+s\b)",
+        r"\b(?:need|needs|want|wants|order|buy|get|require|purchase|take)\b(?:\W+\w+){0,2}?\W+"
+        r"(?:about |around |roughly )?(?:" + _NUMBER_WORDS + r")\s+(?:more\b|extra\b|of (?:these|those|them|it)\b"
+        r"|of the (?:\w+ )?ones\b|(?!" + _TIME_UNITS + r"\b)(?:[a-z]+ ){0,2}[a-z]+s\b)",
         r"\b(?:qty|quantity)\s*(?:of|:|=|is|will be)?\s*\d[\d,]*",
     ),
     "timeline": (
@@ -157,8 +163,8 @@ _PATTERNS: dict[str, tuple[str, ...]] = {
         r"\b(?:by|before|until|till)\s+(?:next\s+|this\s+|the\s+end\s+of\s+(?:the\s+|this\s+|next\s+)?"
         r"|end\s+of\s+(?:the\s+|this\s+|next\s+)?)?(?:" + _WEEKDAYS_MONTHS + r"|week|month|quarter|year)\b",
         r"\b(?:need|want|buy|order|start|plan|planning|deliver|delivery|delivered|install|installed|move|moving"
-        r"|launch|live|shift|book|purchase|begin|ready|looking)\b(?:\W+\w+){0,5}?\W+(?:next|this|coming)\s+"
-        r"(?:week|month|quarter|weekend|year|" + _WEEKDAYS_MONTHS + r")\b",
+        r"|launch|live|shift|book|purchase|begin|ready|looking|come|visit|available|free)\b(?:\W+\w+){0,5}?\W+"
+        r"(?:(?:next|this|coming)\s+(?:week|month|quarter|weekend|year|" + _WEEKDAYS_MONTHS + r")|tomorrow)\b",
         r"\b(?:next|this|coming)\s+(?:week|month|quarter)\s+(?:itself|latest|at the latest)\b",
         r"\b(?:by|before|until|till)\s+(?:the\s+)?\d{1,2}(?:st|nd|rd|th)\b",
     ),
@@ -178,6 +184,9 @@ _PATTERNS: dict[str, tuple[str, ...]] = {
         r"\b(?:send|share|give|email|mail) (?:me |us )?(?:the |your |a )?(?:price list|pricing|rate card|quote"
         r"|quotation)\b",
         r"\b(?:price|cost|rate) (?:of|for) (?:the |a |an |one |this |your )?[\w -]{1,30}\?",
+        r"\b(?:tell|know|share|give|quote|send)\s+(?:me\s+|us\s+)?(?:the\s+|your\s+)?(?:best\s+)?(?:rates?|price"
+        r"|prices|cost|pricing|charges?)\b",
+        r"\b(?:best|final|lowest|discounted) (?:price|rate|offer|deal)\b",
     ),
     "availability_question": (
         r"\b(?:is|are) (?:it|this|that|they|these|those|the [\w -]{1,30}?|your [\w -]{1,30}?) (?:still )?"
@@ -185,6 +194,7 @@ _PATTERNS: dict[str, tuple[str, ...]] = {
         r"\b(?:do|does|can) (?:you|they|your team) (?:have|stock|carry|sell|deliver|ship|service|serve|cover"
         r"|operate|install|come)\b[^.!?\n]{0,60}\?",
         r"\b(?:available|availability|in stock|out of stock|back in stock|stock)\b[^.!?\n]{0,40}\?",
+        r"\b(?:still )?open for (?:enrol+ments?|admissions?|bookings?|orders|registrations?|applications)\b",
         r"\bwhen (?:will|is|are|does|can|would) (?:it|this|they|the [\w ]{1,20}?) (?:be )?(?:available|back"
         r"|in stock|restocked|delivered|shipped)\b",
         r"\b(?:any|free|open) (?:slots?|appointments?|openings|dates)\b[^.!?\n]{0,40}\?",

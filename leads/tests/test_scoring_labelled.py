@@ -1,12 +1,14 @@
 """The intent detector measured on labelled messages: precision and recall.
 
 LABELLED is the development set (the rules were written and adjusted against it,
-so its figures are optimistic: precision 1.00, recall 0.985 when last measured).
-HELD_OUT was written after the last change and never used for tuning; its figures
-are the honest estimate (precision 1.00, recall 0.59 when written): the rules
-favour precision, so a salesperson is not sent after false intent, and miss
-phrasings they have not seen ("sir pls tell rate", "how to order online?").
-When the rules are improved, move HELD_OUT into LABELLED and write a new one."""
+so its figures are optimistic: precision 1.00, recall 0.99 when last measured).
+HELD_OUT was written before the last change of the rules and never used for
+tuning; its figures are the honest estimate (precision 0.875, recall 0.68 when
+first measured; the first held-out set scored 1.00 / 0.59 before it joined
+LABELLED). The rules favour precision, so a salesperson is not sent after false
+intent, and miss phrasings they have not seen ("what's the rent", "is there a
+cheaper model?"). When the rules are improved, move HELD_OUT into LABELLED and
+write a new one; never tune on the held-out set."""
 
 from leads.scoring import TEXT_MARKERS, detect_markers
 from leads.tests.labelled_messages import LABELLED
@@ -15,8 +17,8 @@ OVERALL_PRECISION = 0.9
 OVERALL_RECALL = 0.85
 PER_MARKER_PRECISION = 0.8
 PER_MARKER_RECALL = 0.75
-HELD_OUT_PRECISION = 0.9
-HELD_OUT_RECALL = 0.55
+HELD_OUT_PRECISION = 0.85
+HELD_OUT_RECALL = 0.65
 
 
 def _counts():
