@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 PIP_FLAGS ?= --disable-pip-version-check --quiet
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-dev lint format lock clean-db bench
+.PHONY: run test install install-dev lint format lock clean-db bench audit check-deploy
 
 run: install
 	$(PY) manage.py serve
@@ -31,6 +31,15 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+
+# Known vulnerabilities in any pinned version fail (see .ci/audit.py for offline mirrors).
+audit: install-dev
+	$(PY) .ci/audit.py
+
+# Production settings must pass Django's deployment checks with no warning.
+check-deploy: install
+	DJANGO_SETTINGS_MODULE=chatbase.settings.production SECRET_KEY=ci-$$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') \
+	  ALLOWED_HOSTS=chatbase.example.com $(PY) manage.py check --deploy --fail-level WARNING
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
