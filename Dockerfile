@@ -1,6 +1,6 @@
 # ChatBase image: Daphne serving the ASGI app as a non-root user.
-# Docker is not available on the machines this project is developed on, so this
-# file is not built in CI; keep it simple and in step with requirements.txt.
+# The machines this project is developed on reach no image registry, so this file is
+# not built in CI; keep it in step with requirements.txt.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -8,6 +8,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     DJANGO_SETTINGS_MODULE=chatbase.settings.production \
     VAR_DIR=/app/var \
+    HF_HUB_OFFLINE=1 \
     PORT=8000
 
 WORKDIR /app
