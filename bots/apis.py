@@ -341,7 +341,7 @@ class ToolSerializer(serializers.Serializer):
     offered_to_visitors = serializers.SerializerMethodField()
 
     def get_offered_to_visitors(self, spec) -> bool:
-        return not spec.writes
+        return spec.offered_to_visitors
 
 
 class ToolListApi(APIView):

@@ -4,9 +4,10 @@ from django.contrib import admin
 from django.utils import timezone
 
 from chatbase.core.errors import ValidationFailed
-from crm.models import GoogleSync, HubSpotConnection, MemoryRule, RuleExecution, WebhookEvent
+from crm.models import GoogleSync, HubSpotConnection, LeadTag, MemoryRule, RuleExecution, SyncJob, Task, WebhookEvent
 from crm.rules import parse_rule
 from crm.services.hubspot import hubspot_connection_disconnect
+from crm.services.sync import sync_job_retry
 
 
 @admin.register(WebhookEvent)
@@ -110,3 +111,52 @@ class GoogleSyncAdmin(admin.ModelAdmin):
     list_select_related = ["owner", "bot"]
     exclude = ["calendar_channel_token"]
     readonly_fields = ["gmail_history_id", "calendar_resource_id", "calendar_sync_token", "last_error"]
+
+
+@admin.register(SyncJob)
+class SyncJobAdmin(admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "kind",
+        "lead",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "hubspot_object_id",
+        "last_error",
+    ]
+    list_filter = ["status", "kind"]
+    search_fields = ["idempotency_key", "lead__email", "hubspot_object_id", "last_error"]
+    list_select_related = ["lead"]
+    readonly_fields = [f.name for f in SyncJob._meta.fields]
+    actions = ["retry"]
+
+    def has_add_permission(self, request):
+        # Jobs come from lead changes (the outbox), never by hand.
+        return False
+
+    @admin.action(description="Retry the selected jobs")
+    def retry(self, request, queryset):
+        count = 0
+        for job in queryset.filter(status__in=[SyncJob.Status.FAILED, SyncJob.Status.PENDING]):
+            sync_job_retry(job=job)
+            count += 1
+        self.message_user(request, f"{count} job(s) queued again.")
+
+
+@admin.register(Task)
+class TaskAdmin(admin.ModelAdmin):
+    list_display = ["title", "type", "priority", "lead", "owner", "due_at", "done", "created_at"]
+    list_filter = ["done", "priority", "type"]
+    list_editable = ["done"]
+    search_fields = ["title", "lead__email", "owner__email"]
+    list_select_related = ["lead", "owner"]
+    raw_id_fields = ["lead", "rule", "owner"]
+
+
+@admin.register(LeadTag)
+class LeadTagAdmin(admin.ModelAdmin):
+    list_display = ["tag", "lead", "created_at"]
+    search_fields = ["tag", "lead__email"]
+    list_select_related = ["lead"]
+    raw_id_fields = ["lead"]

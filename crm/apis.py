@@ -16,7 +16,9 @@ from bots import selectors as bot_selectors
 from chatbase.core.errors import NotAuthenticated, ValidationFailed
 from chatbase.core.pagination import PageNumberPagination
 from crm import selectors
+from crm.google import TokenInvalid, verify_pubsub_token
 from crm.models import MemoryRule
+from crm.services import google as google_services
 from crm.services import hubspot as hubspot_services
 from crm.services import rules as rule_services
 from crm.services import webhooks as webhook_services
@@ -66,6 +68,30 @@ class HubSpotWebhookApi(WebhookApi):
             raise NotAuthenticated(str(exc), code="invalid_signature") from exc
         result = webhook_services.hubspot_webhook_receive(events=json_body(request))
         return Response(WebhookResultSerializer(result).data)
+
+
+class GmailWebhookApi(WebhookApi):
+    @extend_schema(
+        request={"application/json": {"type": "object"}},
+        responses={200: WebhookResultSerializer},
+        description="Gmail notifications pushed by Google Pub/Sub with an OIDC bearer token (see docs/crm.md).",
+    )
+    def post(self, request):
+        try:
+            verify_pubsub_token(request.headers.get("Authorization"))
+        except TokenInvalid as exc:
+            raise NotAuthenticated(str(exc), code="invalid_token") from exc
+        return Response(WebhookResultSerializer(google_services.gmail_push_receive(body=json_body(request))).data)
+
+
+class CalendarWebhookApi(WebhookApi):
+    @extend_schema(
+        request=None,
+        responses={200: WebhookResultSerializer},
+        description="Google Calendar push notifications, authenticated by X-Goog-Channel-Token.",
+    )
+    def post(self, request):
+        return Response(WebhookResultSerializer(google_services.calendar_push_receive(headers=request.headers)).data)
 
 
 class HubSpotOAuthAuthorizeApi(APIView):

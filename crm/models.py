@@ -157,3 +157,91 @@ class GoogleSync(models.Model):
 
     def __str__(self) -> str:
         return f"Google sync of {self.owner} into {self.bot}"
+
+
+class SyncJob(models.Model):
+    """One write to HubSpot, in the transactional outbox.
+
+    The row is written in the same transaction as the lead change that calls for it,
+    so a change is never committed without its sync (nor a sync without its change).
+    A Celery task carries it out; a beat sweeper re-enqueues what a lost queue message
+    or a dead worker left behind. `idempotency_key` is unique: asking twice for the
+    same write (a note for a conversation, the deal of a lead) is one job.
+    """
+
+    class Kind(models.TextChoices):
+        CONTACT_UPSERT = "contact_upsert", "Contact upsert"
+        NOTE = "note", "Note"
+        DEAL = "deal", "Deal"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        IN_PROGRESS = "in_progress", "In progress"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    lead = models.ForeignKey("leads.Lead", on_delete=models.CASCADE, related_name="sync_jobs")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    payload = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    locked_at = models.DateTimeField(null=True, blank=True)
+    # The HubSpot object written (contact, note or deal id).
+    hubspot_object_id = models.CharField(max_length=50, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"]),
+            models.Index(fields=["status", "locked_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} for lead {self.lead_id} ({self.status})"
+
+
+class Task(models.Model):
+    """A to-do for the owner's staff, created by a rule (`create_task`); seen in admin."""
+
+    class Priority(models.TextChoices):
+        LOW = "low", "Low"
+        NORMAL = "normal", "Normal"
+        HIGH = "high", "High"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="crm_tasks")
+    rule = models.ForeignKey(MemoryRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks")
+    lead = models.ForeignKey("leads.Lead", null=True, blank=True, on_delete=models.CASCADE, related_name="crm_tasks")
+    title = models.CharField(max_length=300)
+    type = models.CharField(max_length=50, default="follow_up")
+    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
+    event = models.CharField(max_length=60, blank=True)
+    due_at = models.DateTimeField(null=True, blank=True)
+    done = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["done", "due_at", "-created_at"]
+        indexes = [models.Index(fields=["owner", "done"])]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class LeadTag(models.Model):
+    """A label a rule put on a lead (`tag_lead`)."""
+
+    lead = models.ForeignKey("leads.Lead", on_delete=models.CASCADE, related_name="crm_tags")
+    tag = models.CharField(max_length=50)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["lead", "tag"], name="crm_leadtag_unique")]
+
+    def __str__(self) -> str:
+        return self.tag

@@ -3,8 +3,9 @@
 A tool is a :class:`ToolSpec`: a JSON-schema description the model sees and a sync
 handler (tools touch the ORM) that runs in Django's sync thread
 (``database_sync_to_async``, i.e. ``sync_to_async(thread_sensitive=True)``). Tools that change
-data (``writes=True``) are never offered to an anonymous visitor, and a call to a
-tool that was not offered is refused whatever the model says.
+data (``writes=True``) or read an owner's private data (``owner_only=True``) are never
+offered to an anonymous visitor, and a call to a tool that was not offered is refused
+whatever the model says.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ class ToolSpec:
     writes: bool
     # handler(context: ToolContext, **arguments) -> dict | str
     handler: Callable[..., dict | str]
+    # Reads an owner's private data (their CRM, their rules): never offered to a visitor either.
+    owner_only: bool = False
+
+    @property
+    def offered_to_visitors(self) -> bool:
+        return not (self.writes or self.owner_only)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -96,7 +103,7 @@ def all_specs() -> list[ToolSpec]:
 def may_use(spec: ToolSpec, context: ToolContext | None) -> bool:
     if context is None:
         return False
-    return not (spec.writes and context.owner is None)
+    return spec.offered_to_visitors or context.owner is not None
 
 
 def specs_for(context: ToolContext) -> list[ToolSpec]:

@@ -587,6 +587,37 @@ HUBSPOT_SYNC_REQUEUE_AFTER_SECONDS = env.int("HUBSPOT_SYNC_REQUEUE_AFTER_SECONDS
 HUBSPOT_WEBHOOK_MAX_AGE_SECONDS = env.int("HUBSPOT_WEBHOOK_MAX_AGE_SECONDS", default=300)
 HUBSPOT_WEBHOOK_MAX_FUTURE_SECONDS = env.int("HUBSPOT_WEBHOOK_MAX_FUTURE_SECONDS", default=60)
 CELERY_BEAT_SCHEDULE["crm-sweep-sync-jobs"] = {"task": "crm.tasks.sync_jobs_sweep_task", "schedule": 60}
+# Google mail and calendar (django-allauth's Google provider, offline access).
+INSTALLED_APPS.append("allauth.socialaccount.providers.google")
+GOOGLE_CLIENT_ID = env("GOOGLE_CLIENT_ID", default="")
+GOOGLE_CLIENT_SECRET = env("GOOGLE_CLIENT_SECRET", default="")
+SOCIALACCOUNT_STORE_TOKENS = True
+SOCIALACCOUNT_PROVIDERS = {
+    "google": {
+        "SCOPE": [
+            "openid",
+            "email",
+            "profile",
+            "https://www.googleapis.com/auth/gmail.readonly",
+            "https://www.googleapis.com/auth/calendar.readonly",
+        ],
+        # offline: a refresh token, so mail and events are read while the owner is away.
+        "AUTH_PARAMS": {"access_type": "offline", "prompt": "consent"},
+        "OAUTH_PKCE_ENABLED": True,
+        **({"APPS": [{"client_id": GOOGLE_CLIENT_ID, "secret": GOOGLE_CLIENT_SECRET}]} if GOOGLE_CLIENT_ID else {}),
+    }
+}
+# Pub/Sub push (Gmail): the OIDC token's audience and service account must be these.
+GOOGLE_PUBSUB_AUDIENCE = env("GOOGLE_PUBSUB_AUDIENCE", default="")
+GOOGLE_PUBSUB_SERVICE_ACCOUNT = env("GOOGLE_PUBSUB_SERVICE_ACCOUNT", default="")
+GOOGLE_OIDC_JWKS_URL = env("GOOGLE_OIDC_JWKS_URL", default="https://www.googleapis.com/oauth2/v3/certs")
+GOOGLE_JWKS_CACHE_SECONDS = env.int("GOOGLE_JWKS_CACHE_SECONDS", default=3600)
+GOOGLE_TOKEN_URL = env("GOOGLE_TOKEN_URL", default="https://oauth2.googleapis.com/token")
+GMAIL_API_BASE = env("GMAIL_API_BASE", default="https://gmail.googleapis.com")
+GOOGLE_CALENDAR_API_BASE = env("GOOGLE_CALENDAR_API_BASE", default="https://www.googleapis.com")
+GOOGLE_TIMEOUT_SECONDS = env.float("GOOGLE_TIMEOUT_SECONDS", default=15.0)
+# Messages and events ingested per notification (the rest wait for the next one).
+GOOGLE_MAX_ITEMS_PER_NOTIFICATION = env.int("GOOGLE_MAX_ITEMS_PER_NOTIFICATION", default=50)
 
 
 # --- e-mail -----------------------------------------------------------------

@@ -26,10 +26,10 @@ class HubSpotNotConnected(Exception):
     """The owner has no usable HubSpot connection (nothing configured, or disconnected)."""
 
 
-def hubspot_enabled_for(*, owner) -> bool:
+def hubspot_enabled_for(*, owner_id: int) -> bool:
     if settings.HUBSPOT_ACCESS_TOKEN:
         return True
-    return HubSpotConnection.objects.filter(owner=owner, status=HubSpotConnection.Status.CONNECTED).exists()
+    return HubSpotConnection.objects.filter(owner_id=owner_id, status=HubSpotConnection.Status.CONNECTED).exists()
 
 
 def hubspot_connection_ensure(*, owner) -> HubSpotConnection:

@@ -80,6 +80,9 @@ def rules_emit(*, event: str, owner_id: int, payload: dict) -> None:
         raise ValueError(f"unknown rule event {event!r}")
     from crm.tasks import rules_run_task
 
+    # Most events match no rule: no task for those.
+    if not MemoryRule.objects.filter(owner_id=owner_id, event=event, enabled=True).exists():
+        return
     transaction.on_commit(partial(rules_run_task.delay, event, owner_id, payload), robust=True)
 
 
@@ -133,7 +136,7 @@ def _sync_to_hubspot(rule: MemoryRule, event: str, payload: dict) -> str:
     from crm.services.sync import sync_job_enqueue_contact
 
     lead = _lead_of(rule, payload)
-    if not hubspot_enabled_for(owner=rule.owner):
+    if not hubspot_enabled_for(owner_id=rule.owner_id):
         raise ActionFailed("HubSpot is not connected.")
     job = sync_job_enqueue_contact(lead=lead)
     if job is None:

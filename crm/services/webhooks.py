@@ -131,3 +131,9 @@ def _lead_for_contact(*, owner_id: int, contact_id: str) -> int | None:
     if not contact_id:
         return None
     return Lead.objects.filter(bot__owner_id=owner_id, hubspot_id=contact_id).values_list("pk", flat=True).first()
+
+
+def webhook_event_fail(*, event_pk: int, error: str) -> None:
+    event = WebhookEvent.objects.filter(pk=event_pk).first()
+    if event is not None:
+        webhook_event_finish(event=event, status=WebhookEvent.Status.FAILED, error=error)

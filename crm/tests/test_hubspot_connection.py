@@ -124,7 +124,7 @@ def test_a_refused_refresh_marks_the_connection_in_error(owner, oauth):
 
 
 def test_the_private_app_token_serves_every_owner_and_creates_the_properties_once(owner, other_owner, fake_hubspot):
-    assert hubspot_enabled_for(owner=owner)
+    assert hubspot_enabled_for(owner_id=owner.pk)
     hubspot_client_for(owner=owner).contact_search(email="x@example.com")
     hubspot_client_for(owner=owner)
     hubspot_client_for(owner=other_owner)
@@ -137,6 +137,6 @@ def test_the_private_app_token_serves_every_owner_and_creates_the_properties_onc
 
 def test_without_anything_configured_hubspot_is_disabled(owner, settings):
     settings.HUBSPOT_ACCESS_TOKEN = ""
-    assert not hubspot_enabled_for(owner=owner)
+    assert not hubspot_enabled_for(owner_id=owner.pk)
     with pytest.raises(HubSpotNotConnected):
         hubspot_client_for(owner=owner)
