@@ -1,11 +1,13 @@
 from django import forms
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils import timezone
 
 from chatbase.core.errors import ValidationFailed
+from crm.google import GoogleError
 from crm.models import GoogleSync, HubSpotConnection, LeadTag, MemoryRule, RuleExecution, SyncJob, Task, WebhookEvent
 from crm.rules import parse_rule
+from crm.services.google import google_sync_watch
 from crm.services.hubspot import hubspot_connection_disconnect
 from crm.services.sync import sync_job_retry
 
@@ -110,7 +112,25 @@ class GoogleSyncAdmin(admin.ModelAdmin):
     list_display = ["owner", "bot", "gmail_enabled", "gmail_address", "calendar_enabled", "updated_at"]
     list_select_related = ["owner", "bot"]
     exclude = ["calendar_channel_token"]
-    readonly_fields = ["gmail_history_id", "calendar_resource_id", "calendar_sync_token", "last_error"]
+    readonly_fields = [
+        "gmail_address",
+        "gmail_history_id",
+        "calendar_channel_id",
+        "calendar_resource_id",
+        "calendar_sync_token",
+        "last_error",
+    ]
+    actions = ["watch"]
+
+    @admin.action(description="Start (or renew) watching Gmail and Calendar")
+    def watch(self, request, queryset):
+        for sync in queryset.select_related("owner"):
+            try:
+                google_sync_watch(sync=sync)
+            except GoogleError as exc:
+                self.message_user(request, f"{sync}: {exc}", level=messages.ERROR)
+            else:
+                self.message_user(request, f"{sync}: watching.")
 
 
 @admin.register(SyncJob)

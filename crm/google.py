@@ -116,11 +116,13 @@ def access_token_for(owner) -> str:
     return token.token
 
 
-def _get(url: str, access_token: str, params: dict | None = None) -> dict:
+def _call(method: str, url: str, access_token: str, params: dict | None = None, json: dict | None = None) -> dict:
     try:
-        response = httpx.get(
+        response = httpx.request(
+            method,
             url,
             params=params,
+            json=json,
             headers={"Authorization": f"Bearer {access_token}"},
             timeout=settings.GOOGLE_TIMEOUT_SECONDS,
         )
@@ -131,6 +133,25 @@ def _get(url: str, access_token: str, params: dict | None = None) -> dict:
             f"Google answered HTTP {response.status_code}: {response.text[:300]}", status=response.status_code
         )
     return response.json()
+
+
+def _get(url: str, access_token: str, params: dict | None = None) -> dict:
+    return _call("GET", url, access_token, params=params)
+
+
+def gmail_watch(access_token: str, *, topic: str) -> dict:
+    """users.watch: Gmail publishes the mailbox's changes to the Pub/Sub topic (for 7 days)."""
+    base = f"{settings.GMAIL_API_BASE.rstrip('/')}/gmail/v1/users/me"
+    profile = _get(f"{base}/profile", access_token)
+    watch = _call("POST", f"{base}/watch", access_token, json={"topicName": topic, "labelIds": ["INBOX"]})
+    return {"emailAddress": profile["emailAddress"], "historyId": str(watch["historyId"])}
+
+
+def calendar_watch(access_token: str, *, calendar_id: str, channel_id: str, address: str, token: str) -> dict:
+    """events.watch: Google Calendar posts to `address` with our channel token on every change."""
+    url = f"{settings.GOOGLE_CALENDAR_API_BASE.rstrip('/')}/calendar/v3/calendars/{calendar_id}/events/watch"
+    body = {"id": channel_id, "type": "web_hook", "address": address, "token": token}
+    return _call("POST", url, access_token, json=body)
 
 
 # --- Gmail --------------------------------------------------------------------------

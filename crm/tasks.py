@@ -67,3 +67,10 @@ def calendar_notification_process_task(self, event_pk: int) -> str:
     from crm.services.google import calendar_notification_process
 
     return _google_notification(self, calendar_notification_process, event_pk)
+
+
+@shared_task(acks_late=True, soft_time_limit=540, time_limit=600)
+def google_syncs_renew_task() -> dict:
+    from crm.services.google import google_syncs_renew
+
+    return google_syncs_renew()

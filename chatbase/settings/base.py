@@ -610,6 +610,9 @@ SOCIALACCOUNT_PROVIDERS = {
 # Pub/Sub push (Gmail): the OIDC token's audience and service account must be these.
 GOOGLE_PUBSUB_AUDIENCE = env("GOOGLE_PUBSUB_AUDIENCE", default="")
 GOOGLE_PUBSUB_SERVICE_ACCOUNT = env("GOOGLE_PUBSUB_SERVICE_ACCOUNT", default="")
+# The Pub/Sub topic Gmail publishes to, and the public URL Calendar notifications are sent to.
+GOOGLE_PUBSUB_TOPIC = env("GOOGLE_PUBSUB_TOPIC", default="")
+GOOGLE_CALENDAR_WEBHOOK_URL = env("GOOGLE_CALENDAR_WEBHOOK_URL", default="")
 GOOGLE_OIDC_JWKS_URL = env("GOOGLE_OIDC_JWKS_URL", default="https://www.googleapis.com/oauth2/v3/certs")
 GOOGLE_JWKS_CACHE_SECONDS = env.int("GOOGLE_JWKS_CACHE_SECONDS", default=3600)
 GOOGLE_TOKEN_URL = env("GOOGLE_TOKEN_URL", default="https://oauth2.googleapis.com/token")
@@ -618,6 +621,7 @@ GOOGLE_CALENDAR_API_BASE = env("GOOGLE_CALENDAR_API_BASE", default="https://www.
 GOOGLE_TIMEOUT_SECONDS = env.float("GOOGLE_TIMEOUT_SECONDS", default=15.0)
 # Messages and events ingested per notification (the rest wait for the next one).
 GOOGLE_MAX_ITEMS_PER_NOTIFICATION = env.int("GOOGLE_MAX_ITEMS_PER_NOTIFICATION", default=50)
+CELERY_BEAT_SCHEDULE["crm-renew-google-watches"] = {"task": "crm.tasks.google_syncs_renew_task", "schedule": 24 * 3600}
 
 
 # --- e-mail -----------------------------------------------------------------

@@ -13,10 +13,12 @@ import binascii
 import hmac
 import json
 import logging
+import secrets
+import uuid
 from functools import partial
 
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 
 from bots.models import Document
 from bots.services.documents import document_create, document_delete
@@ -28,6 +30,61 @@ from crm.services.webhooks import webhook_event_finish, webhook_event_record
 
 logger = logging.getLogger(__name__)
 MAX_DOCUMENT_CHARS = 100_000
+
+
+# --- set-up -------------------------------------------------------------------------
+
+
+def google_sync_watch(*, sync: GoogleSync) -> GoogleSync:
+    """Ask Google to push the owner's new mail and calendar changes to us (again: watches expire).
+
+    The Calendar channel gets a new random id and secret token each time; the old
+    channel's notifications stop matching, so a leaked token dies with its channel.
+    """
+    token = google.access_token_for(sync.owner)
+    fields = ["last_error", "updated_at"]
+    if sync.gmail_enabled:
+        if not settings.GOOGLE_PUBSUB_TOPIC:
+            raise google.GoogleError("GOOGLE_PUBSUB_TOPIC is not set.")
+        watched = google.gmail_watch(token, topic=settings.GOOGLE_PUBSUB_TOPIC)
+        sync.gmail_address = watched["emailAddress"]
+        fields.append("gmail_address")
+        if not sync.gmail_history_id:
+            sync.gmail_history_id = watched["historyId"]
+            fields.append("gmail_history_id")
+    if sync.calendar_enabled:
+        if not settings.GOOGLE_CALENDAR_WEBHOOK_URL:
+            raise google.GoogleError("GOOGLE_CALENDAR_WEBHOOK_URL is not set.")
+        channel_id, channel_token = uuid.uuid4().hex, secrets.token_urlsafe(32)
+        channel = google.calendar_watch(
+            token,
+            calendar_id=sync.calendar_id,
+            channel_id=channel_id,
+            address=settings.GOOGLE_CALENDAR_WEBHOOK_URL,
+            token=channel_token,
+        )
+        sync.calendar_channel_id, sync.calendar_channel_token = channel_id, channel_token
+        sync.calendar_resource_id = channel.get("resourceId", "")
+        fields += ["calendar_channel_id", "calendar_channel_token", "calendar_resource_id"]
+    sync.last_error = ""
+    with transaction.atomic():
+        sync.save(update_fields=fields)
+    return sync
+
+
+def google_syncs_renew() -> dict[str, int]:
+    """Renew every watch (beat, daily): Gmail and Calendar watches last about a week."""
+    counts = {"renewed": 0, "failed": 0}
+    for sync in GoogleSync.objects.select_related("owner").filter(
+        models.Q(gmail_enabled=True) | models.Q(calendar_enabled=True)
+    ):
+        try:
+            google_sync_watch(sync=sync)
+            counts["renewed"] += 1
+        except google.GoogleError as exc:
+            GoogleSync.objects.filter(pk=sync.pk).update(last_error=f"Renewing the watch failed: {exc}"[:2000])
+            counts["failed"] += 1
+    return counts
 
 
 # --- Gmail --------------------------------------------------------------------------

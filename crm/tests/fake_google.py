@@ -6,16 +6,14 @@ the private key (``fake.pubsub_token(...)``) and script mailboxes and calendars.
 from __future__ import annotations
 
 import base64
-import json
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from crm.tests.http_fake import Incoming, serve, stop
 
 AUDIENCE = "https://chatbase.example/api/v1/webhooks/gmail/"
 SERVICE_ACCOUNT = "gmail-push@chatbase-project.iam.gserviceaccount.com"
@@ -33,7 +31,7 @@ class FakeGoogle:
     )
     kid: str = "test-key-1"
     jwks_fetches: int = 0
-    requests: list = field(default_factory=list)
+    requests: list[Incoming] = field(default_factory=list)
     # Gmail: history records after a start id -> messages; messages by id.
     history: list[dict] = field(default_factory=list)
     history_id: str = "200"
@@ -95,14 +93,20 @@ class FakeGoogle:
         self.history.append({"id": str(int(self.history_id) + 1), "messagesAdded": [{"message": {"id": message_id}}]})
         self.history_id = str(int(self.history_id) + 1)
 
-    def handle(self, method: str, path: str, query: dict, form: dict) -> tuple[int, object]:
+    def handle(self, path: str, query: dict, body: dict) -> tuple[int, object]:
         if self.fail_next.get(path):
             return self.fail_next[path].pop(0), {"error": {"message": "scripted failure"}}
         if path == "/oauth2/v3/certs":
             self.jwks_fetches += 1
             return 200, self.jwks()
         if path == "/token":
-            return 200, {"access_token": f"refreshed-{form.get('refresh_token')}", "expires_in": 3600}
+            return 200, {"access_token": f"refreshed-{body.get('refresh_token')}", "expires_in": 3600}
+        if path == "/gmail/v1/users/me/profile":
+            return 200, {"emailAddress": "owner@example.com", "historyId": self.history_id}
+        if path == "/gmail/v1/users/me/watch":
+            return 200, {"historyId": self.history_id, "expiration": "1900000000000"}
+        if path.endswith("/events/watch"):
+            return 200, {"kind": "api#channel", "id": body["id"], "resourceId": "res-watched", "token": body["token"]}
         if path == "/gmail/v1/users/me/history":
             start = int(query["startHistoryId"])
             return 200, {"history": [h for h in self.history if int(h["id"]) > start], "historyId": self.history_id}
@@ -117,40 +121,19 @@ class FakeGoogle:
         return 404, {"error": {"message": f"no route {path}"}}
 
 
-def _handler(fake: FakeGoogle):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+def _respond(fake: FakeGoogle):
+    def respond(incoming: Incoming) -> tuple[int, object, dict]:
+        fake.requests.append(incoming)
+        status, payload = fake.handle(incoming.path, incoming.query, incoming.body or {})
+        return status, payload, {}
 
-        def log_message(self, *args):
-            pass
-
-        def _serve(self):
-            split = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length).decode() if length else ""
-            query = {k: v[0] for k, v in parse_qs(split.query).items()}
-            form = {k: v[0] for k, v in parse_qs(raw).items()}
-            fake.requests.append((self.command, split.path, query, dict(self.headers)))
-            status, payload = fake.handle(self.command, split.path, query, form)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = _serve
-
-    return Handler
+    return respond
 
 
 @pytest.fixture
 def fake_google(settings):
     fake = FakeGoogle()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    server, fake.url = serve(_respond(fake))
     settings.GOOGLE_OIDC_JWKS_URL = f"{fake.url}/oauth2/v3/certs"
     settings.GOOGLE_TOKEN_URL = f"{fake.url}/token"
     settings.GMAIL_API_BASE = fake.url
@@ -158,5 +141,4 @@ def fake_google(settings):
     settings.GOOGLE_PUBSUB_AUDIENCE = AUDIENCE
     settings.GOOGLE_PUBSUB_SERVICE_ACCOUNT = SERVICE_ACCOUNT
     yield fake
-    server.shutdown()
-    server.server_close()
+    stop(server)

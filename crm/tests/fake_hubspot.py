@@ -10,13 +10,12 @@ headers={"Retry-After": "7"})``) that are served before the normal behaviour.
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from crm.tests.http_fake import Incoming, serve, stop
 
 PORTAL_ID = 4242
 
@@ -170,57 +169,23 @@ class FakeHubSpot:
         return {"total": len(found), "results": found[: body.get("limit", 10)]}
 
 
-def _handler(fake: FakeHubSpot):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+def _respond(fake: FakeHubSpot):
+    def respond(incoming: Incoming) -> tuple[int, object, dict]:
+        with fake.lock:
+            fake.requests.append(
+                Recorded(incoming.method, incoming.path, incoming.query, incoming.body, incoming.headers)
+            )
+            return fake.handle(incoming.method, incoming.path, incoming.query, incoming.body)
 
-        def log_message(self, *args):
-            pass
-
-        def _serve(self):
-            split = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            if self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
-                body: object = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
-            else:
-                body = json.loads(raw) if raw else None
-            with fake.lock:
-                fake.requests.append(
-                    Recorded(
-                        self.command,
-                        split.path,
-                        {k: v[0] for k, v in parse_qs(split.query).items()},
-                        body,
-                        {k.lower(): v for k, v in self.headers.items()},
-                    )
-                )
-                status, payload, headers = fake.handle(self.command, split.path, parse_qs(split.query), body)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
-
-    return Handler
+    return respond
 
 
 @pytest.fixture
 def fake_hubspot(settings):
     """A running fake HubSpot; HUBSPOT_API_BASE points at it and a private-app token is set."""
     fake = FakeHubSpot()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    server, fake.url = serve(_respond(fake))
     settings.HUBSPOT_API_BASE = fake.url
     settings.HUBSPOT_ACCESS_TOKEN = "pat-test-token"
     yield fake
-    server.shutdown()
-    server.server_close()
+    stop(server)

@@ -145,8 +145,8 @@ def test_new_mail_is_ingested_into_the_chosen_bot_and_searchable(
     assert "4.2 crore" in results[0].text
 
     # The expired access token was refreshed with the refresh token, then used.
-    gmail_calls = [r for r in fake_google.requests if r[1].startswith("/gmail/")]
-    assert gmail_calls and all(r[3]["Authorization"] == "Bearer refreshed-refresh-1" for r in gmail_calls)
+    gmail_calls = [r for r in fake_google.requests if r.path.startswith("/gmail/")]
+    assert gmail_calls and all(r.headers["authorization"] == "Bearer refreshed-refresh-1" for r in gmail_calls)
     sync.refresh_from_db()
     assert sync.gmail_history_id == fake_google.history_id
     assert WebhookEvent.objects.get().status == "processed"
@@ -275,7 +275,7 @@ def test_calendar_events_are_ingested_replaced_and_removed(
     with django_capture_on_commit_callbacks(execute=True):
         notify(client, number="4")
     assert not Document.objects.filter(bot=sync.bot).exists()
-    calls = [r[2] for r in fake_google.requests if r[1].endswith("/events")]
+    calls = [r.query for r in fake_google.requests if r.path.endswith("/events")]
     assert "syncToken" in calls[-2] and "syncToken" not in calls[-1]
 
 
@@ -283,4 +283,47 @@ def test_the_sync_message_of_a_new_channel_reads_nothing(client, fake_google, sy
     with django_capture_on_commit_callbacks(execute=True):
         notify(client, number="1", state="sync")
     assert WebhookEvent.objects.get().status == "ignored"
-    assert not [r for r in fake_google.requests if r[1].endswith("/events")]
+    assert not [r for r in fake_google.requests if r.path.endswith("/events")]
+
+
+def test_watching_sets_up_gmail_and_a_fresh_calendar_channel(owner, fake_google, sync, settings, staff_client):
+    settings.GOOGLE_PUBSUB_TOPIC = "projects/p/topics/gmail"
+    settings.GOOGLE_CALENDAR_WEBHOOK_URL = "https://chatbase.example/api/v1/webhooks/calendar/"
+    GoogleSync.objects.filter(pk=sync.pk).update(gmail_address="", gmail_history_id="")
+    from django.urls import reverse
+
+    response = staff_client.post(
+        reverse("admin:crm_googlesync_changelist"), {"action": "watch", "_selected_action": [sync.pk]}
+    )
+    assert response.status_code == 302
+    sync.refresh_from_db()
+    assert (sync.gmail_address, sync.gmail_history_id) == (MAILBOX, fake_google.history_id)
+    assert sync.calendar_channel_id != "chan-1" and sync.calendar_resource_id == "res-watched"
+    [watch] = [r for r in fake_google.requests if r.path.endswith("/events/watch")]
+    assert watch.body == {
+        "id": sync.calendar_channel_id,
+        "type": "web_hook",
+        "address": "https://chatbase.example/api/v1/webhooks/calendar/",
+        "token": sync.calendar_channel_token,
+    }
+    gmail_watch = next(r for r in fake_google.requests if r.path == "/gmail/v1/users/me/watch")
+    assert gmail_watch.body == {"topicName": "projects/p/topics/gmail", "labelIds": ["INBOX"]}
+    # The old channel's token no longer opens the door; the new one does.
+    assert notify(client=staff_client, number="1").status_code == 401
+    ok = notify(
+        staff_client,
+        number="1",
+        channel=sync.calendar_channel_id,
+        token=sync.calendar_channel_token,
+        resource="res-watched",
+    )
+    assert ok.status_code == 200
+
+
+def test_renewal_records_failures_on_the_sync(owner, fake_google, sync, settings):
+    from crm.services.google import google_syncs_renew
+
+    settings.GOOGLE_PUBSUB_TOPIC = ""
+    assert google_syncs_renew() == {"renewed": 0, "failed": 1}
+    sync.refresh_from_db()
+    assert "GOOGLE_PUBSUB_TOPIC" in sync.last_error
