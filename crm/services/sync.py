@@ -197,19 +197,28 @@ def sync_job_process(*, job_id: int) -> ProcessOutcome:
     try:
         object_id = _execute(job)
     except hubspot.HubSpotRetryable as exc:
-        if job.attempts >= settings.HUBSPOT_SYNC_MAX_ATTEMPTS:
-            _finish(job, status=SyncJob.Status.FAILED, error=f"Gave up after {job.attempts} attempts: {exc}")
-            return ProcessOutcome(SyncJob.Status.FAILED)
-        delay = retry_delay(attempt=job.attempts, retry_after=exc.retry_after)
-        logger.warning("HubSpot sync job %s: %s; retrying in %.1f s", job.pk, exc, delay)
-        _finish(job, status=SyncJob.Status.PENDING, error=str(exc), retry_in=delay)
-        return ProcessOutcome(SyncJob.Status.PENDING, retry_in=delay)
+        return _retry_or_give_up(job, str(exc), retry_after=exc.retry_after)
     except (hubspot.HubSpotRejected, HubSpotNotConnected, Unsyncable) as exc:
         logger.warning("HubSpot sync job %s failed for good: %s", job.pk, exc)
         _finish(job, status=SyncJob.Status.FAILED, error=str(exc))
         return ProcessOutcome(SyncJob.Status.FAILED)
+    except Exception as exc:
+        # Ours, not HubSpot's (a database blip, a bug): retried like a 5xx, so that it
+        # is not stuck in progress until the lease runs out, and fails after the last attempt.
+        logger.exception("HubSpot sync job %s raised", job.pk)
+        return _retry_or_give_up(job, f"{exc.__class__.__name__}: {exc}", retry_after=None)
     _finish(job, status=SyncJob.Status.DONE, object_id=object_id)
     return ProcessOutcome(SyncJob.Status.DONE)
+
+
+def _retry_or_give_up(job: SyncJob, error: str, *, retry_after: float | None) -> ProcessOutcome:
+    if job.attempts >= settings.HUBSPOT_SYNC_MAX_ATTEMPTS:
+        _finish(job, status=SyncJob.Status.FAILED, error=f"Gave up after {job.attempts} attempts: {error}")
+        return ProcessOutcome(SyncJob.Status.FAILED)
+    delay = retry_delay(attempt=job.attempts, retry_after=retry_after)
+    logger.warning("HubSpot sync job %s: %s; retrying in %.1f s", job.pk, error, delay)
+    _finish(job, status=SyncJob.Status.PENDING, error=error, retry_in=delay)
+    return ProcessOutcome(SyncJob.Status.PENDING, retry_in=delay)
 
 
 def _execute(job: SyncJob) -> str:

@@ -356,3 +356,20 @@ def test_a_lead_without_the_consent_its_bot_requires_is_not_synced(
         capture(bot, consent=True)
     assert SyncJob.objects.get().status == "done"
     assert fake_hubspot.contact_by_email("priya@example.com") is not None
+
+
+def test_an_unexpected_error_is_retried_and_not_left_in_progress(
+    fake_hubspot, bot, monkeypatch, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks():
+        capture(bot)
+    job = SyncJob.objects.get()
+
+    def broken(client, lead):
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(sync_services, "_contact_upsert", broken)
+    outcome = sync_job_process(job_id=job.pk)
+    job.refresh_from_db()
+    assert outcome.status == "pending" and outcome.retry_in > 0
+    assert job.status == "pending" and "KeyError" in job.last_error
