@@ -26,6 +26,9 @@ def serve(respond: Callable[[Incoming], tuple[int, object, dict]]) -> tuple[Thre
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out as two writes: without TCP_NODELAY a kept-alive client
+        # waits ~40 ms for each response (Nagle against delayed ACK).
+        disable_nagle_algorithm = True
 
         def log_message(self, *args):
             pass
