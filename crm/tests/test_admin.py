@@ -56,5 +56,12 @@ def test_the_rule_form_parses_and_refuses_bad_rules(staff_client, owner):
     other_bot = BotFactory()
     wrong = staff_client.post(url, {**form, "bot": other_bot.pk, "text": "when lead.created then log"})
     assert b"another owner" in wrong.content
-    for name in ("crm_memoryrule_changelist", "crm_ruleexecution_changelist", "crm_googlesync_changelist"):
+    for name in (
+        "crm_memoryrule_changelist",
+        "crm_ruleexecution_changelist",
+        "crm_googlesync_changelist",
+        "crm_task_changelist",
+        "crm_leadtag_changelist",
+        "crm_syncjob_changelist",
+    ):
         assert staff_client.get(reverse(f"admin:{name}")).status_code == 200
