@@ -18,6 +18,20 @@ from conversations.models import Conversation, Message
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+async def fresh_channel_layer():
+    """channels_redis binds its locks to the event loop that first used the layer: each
+    test (its own loop) gets a new one, whose connections are closed on that loop."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    for layer in list(channel_layers.backends.values()):
+        if hasattr(layer, "close_pools"):
+            await layer.close_pools()
+    channel_layers.backends.clear()
+
+
 @pytest.fixture
 def no_fallback(settings):
     # Pairing tests must not race the bot.

@@ -18,6 +18,16 @@ from conversations.models import Conversation
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    # Notifications here run on throwaway loops (async_to_sync): never reuse a layer bound to another.
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
 def in_threads(count, target):
     """Run target(i) in `count` threads released at the same moment."""
     barrier = threading.Barrier(count)
