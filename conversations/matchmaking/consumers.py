@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from channels.consumer import get_handler_name
 from django.conf import settings
 
 from chatbase.core import metrics
@@ -81,6 +82,17 @@ def _text_clean(text: object) -> str:
 class MatchConsumer(JsonConsumer):
     accepted_types = frozenset({"match.join", "message.send", "match.leave"})
 
+    async def dispatch(self, message):
+        # Channels (4.2+) first runs close_old_connections() on its one thread-sensitive
+        # thread for every message: under a burst of joins and pairings that single thread
+        # became the queue everyone waited in (bench/matchmaking.py). Every ORM call here
+        # goes through db()/database_sync_to_async, which closes old connections around
+        # the call on its own thread, so the extra hop is skipped.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def connect(self):
         self.state = IDLE
         self.ticket_id: int | None = None
@@ -129,7 +141,7 @@ class MatchConsumer(JsonConsumer):
         pool = services.pool_clean(content.get("pool"))
         await arate_limit_hit(key=f"match-join:{user_id}", rate=Rate.parse(settings.MATCH_JOIN_RATE_PER_USER))
         async with self.state_lock:
-            ticket, departure = await db(queue.ticket_join)(
+            ticket, departure, first = await db(queue.ticket_join_and_pair)(
                 user_id=user_id, channel_name=self.channel_name, profile=profile, pool=pool
             )
             self.user_id, self.profile, self.pool, self.ticket_id = user_id, profile, pool, ticket.pk
@@ -140,7 +152,7 @@ class MatchConsumer(JsonConsumer):
                 self._fallback(ticket.pk, started + settings.MATCH_FALLBACK_SECONDS)
             )
         await queue.departure_notify(departure)
-        await self._pair()
+        await self._pair(first)
 
     async def handle_message_send(self, content):
         if self.state == IDLE:
@@ -225,8 +237,8 @@ class MatchConsumer(JsonConsumer):
             await self.send_json({"type": "message", "from": "peer", "text": event["text"]})
 
     # --- internals ------------------------------------------------------------------
-    async def _pair(self):
-        for pairing in await queue.pairs_claim(pool=self.pool):
+    async def _pair(self, first=None):
+        for pairing in await queue.pairs_claim(pool=self.pool, first=first):
             metrics.match_pairs.inc()
             await queue.pairing_announce(pairing)
 

@@ -170,12 +170,21 @@ def pair_once(*, pool: str) -> tuple[Pairing | None, int]:
     return None, waiting_tickets(pool=pool).count()
 
 
-async def pairs_claim(*, pool: str) -> list[Pairing]:
-    """Pair the pool's waiting tickets, oldest first, until at most one is waiting."""
+def ticket_join_and_pair(**kwargs) -> tuple[MatchTicket, Departure | None, tuple[Pairing | None, int]]:
+    """Queue the user, then (committed, in a transaction of its own) try one pairing:
+    one trip to a database thread for the common case of a join."""
+    ticket, departure = ticket_join(**kwargs)
+    return ticket, departure, pair_once(pool=ticket.pool)
+
+
+async def pairs_claim(*, pool: str, first: tuple[Pairing | None, int] | None = None) -> list[Pairing]:
+    """Pair the pool's waiting tickets, oldest first, until at most one is waiting
+    (`first`: the result of a pair_once the caller already ran)."""
     pairings: list[Pairing] = []
     attempt = 0
     while attempt < PAIR_MAX_ATTEMPTS:
-        pairing, waiting = await db(pair_once)(pool=pool)
+        pairing, waiting = first if first is not None else await db(pair_once)(pool=pool)
+        first = None
         if pairing is not None:
             pairings.append(pairing)
             attempt = 0
