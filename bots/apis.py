@@ -370,6 +370,7 @@ class WidgetConfigOutputSerializer(serializers.Serializer):
     suggestions = serializers.ListField(child=serializers.CharField())
     theme = WidgetThemeSerializer()
     lead_form = serializers.BooleanField(help_text="Ask for name and e-mail (lead.submit) before the first message.")
+    require_consent = serializers.BooleanField(help_text="The lead form asks for consent to be contacted.")
     identity_required = serializers.BooleanField(help_text="The socket refuses visitors without data-user-hash.")
 
 

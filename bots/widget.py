@@ -35,6 +35,8 @@ def widget_config_build(*, bot: Bot) -> dict:
         "suggestions": bot.suggestions,
         "theme": theme,
         "lead_form": bool(bot.configuration.get("lead_form", False)),
+        # The lead form then asks for consent (contact details are kept only with it).
+        "require_consent": bool(bot.configuration.get("require_consent", False)),
         "identity_required": bool(bot.configuration.get("identity_verification", False)),
     }
 

@@ -24,6 +24,7 @@ from django.core.management import call_command
 from chatbase.testing.fake_llm import Script
 from chatbase.testing.live import LiveDaphne
 from conversations.models import Message
+from leads.models import Lead
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -118,7 +119,12 @@ def site(django_db_setup, django_db_blocker, fake_llm_server):
             configuration={"identity_verification": True},
             theme={"position": "left", "color": "#1d4ed8"},
         )
-        lead = bot_create(owner=owner, name="Lead bot", allowed_origins=[SHOP], configuration={"lead_form": True})
+        lead = bot_create(
+            owner=owner,
+            name="Lead bot",
+            allowed_origins=[SHOP],
+            configuration={"lead_form": True, "require_consent": True},
+        )
     site = Site(
         server=server.start(),
         env=env,
@@ -644,8 +650,6 @@ def test_identity_hash_is_checked_and_history_follows_the_user(site, browser):
 
 
 def test_the_lead_form_comes_first_and_sends_lead_submit(site, context):
-    from conversations.consumers import ChatConsumer
-
     page, _ = open_host(context, site, f"{SHOP}/lead", host_page(site, site.lead_key))
     frames = record_frames(page)
     open_widget(page)
@@ -655,17 +659,19 @@ def test_the_lead_form_comes_first_and_sends_lead_submit(site, context):
     assert not [f for f in frames["sent"] if f["type"] == "lead.submit"]
     form.locator("input[name=name]").fill("Priya")
     form.locator("input[name=email]").fill("priya@example.com")
+    form.locator("button").click()  # consent is required too
+    assert not [f for f in frames["sent"] if f["type"] == "lead.submit"]
+    form.locator("input[name=consent]").check()
     form.locator("button").click()
-    # Either answer of the server: lead.saved hides the form, an error shows in it.
-    page.locator("chatbase-widget form.lead .error:not([hidden]), chatbase-widget form.lead[hidden]").first.wait_for(
-        state="attached"
-    )
+    page.locator("chatbase-widget form.composer").wait_for(state="visible")
+    assert form.is_hidden()
     assert [f for f in frames["sent"] if f["type"] == "lead.submit"] == [
-        {"type": "lead.submit", "name": "Priya", "email": "priya@example.com"}
+        {"type": "lead.submit", "name": "Priya", "email": "priya@example.com", "consent": True}
     ]
-    if "lead.submit" in ChatConsumer.accepted_types:
-        page.locator("chatbase-widget form.composer").wait_for(state="visible")
-        assert any(f["type"] == "lead.saved" for f in frames["received"])
-    else:
-        # The server does not take leads yet: the visitor is told, the form stays.
-        assert "lead.submit" in page.locator("chatbase-widget form.lead .error").inner_text()
+    saved = next(f for f in frames["received"] if f["type"] == "lead.saved")
+    lead = Lead.objects.get(pk=saved["lead_id"])
+    assert (lead.name, lead.email, lead.consent) == ("Priya", "priya@example.com", True)
+    # Done once: a reload goes straight to the chat.
+    page.reload()
+    page.locator("chatbase-widget form.composer").wait_for(state="visible")
+    assert page.locator("chatbase-widget form.lead").count() == 0

@@ -52,6 +52,7 @@ def test_config_is_public_and_complete(api_client, bot):
             "launcher_text": "Ask us",
         },
         "lead_form": True,
+        "require_consent": False,
         "identity_required": False,
     }
     # Never the owner's secrets or settings.

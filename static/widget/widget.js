@@ -382,6 +382,8 @@
     ".lead{display:flex;flex-direction:column;gap:8px;padding:12px 16px;border-top:1px solid #e5e7eb;background:#fff;}",
     ".lead p{margin:0;font-size:14px;}",
     ".lead label{display:flex;flex-direction:column;gap:2px;font-size:13px;color:#374151;}",
+    ".lead label.consent{flex-direction:row;align-items:flex-start;gap:8px;}",
+    ".lead input[type=checkbox]{width:18px;height:18px;margin:2px 0 0;flex:none;}",
     ".lead input{padding:8px 10px;border:1px solid #d1d5db;border-radius:8px;font:inherit;color:#111827;}",
     ".lead button{padding:10px;border:0;border-radius:8px;background:var(--cb-accent);color:var(--cb-on-accent);",
     "font:inherit;font-weight:600;cursor:pointer;}",
@@ -538,9 +540,18 @@
       field("Name", "name", "text", "name", true),
       field("E-mail", "email", "email", "email", true),
       field("Phone (optional)", "phone", "tel", "tel", false),
+    ]);
+    if (this.config.require_consent) {
+      var consent = el("input", { name: "consent", type: "checkbox" });
+      consent.required = true;
+      this.leadForm.appendChild(el("label", { className: "consent" }, [consent, "I agree to be contacted about my enquiry."]));
+    }
+    [
       this.leadError,
       el("button", { type: "submit", text: "Start chat" }),
-    ]);
+    ].forEach(function (node) {
+      self.leadForm.appendChild(node);
+    });
     this.leadForm.addEventListener("submit", function (event) {
       event.preventDefault();
       self.submitLead();
@@ -958,6 +969,9 @@
     if (!form.checkValidity()) {
       form.reportValidity();
       return;
+    }
+    if (form.elements.consent) {
+      values.consent = form.elements.consent.checked;
     }
     values.type = "lead.submit";
     if (!this.send(values)) {
