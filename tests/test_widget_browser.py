@@ -44,7 +44,8 @@ CHROMIUM_ARGS = [
 SHOP = "http://shop.localhost"  # allowed by every bot below
 EVIL = "http://evil.localhost"  # allowed by none
 ARTIFACTS = Path(settings.VAR_DIR) / "test-artifacts"
-WAIT_MS = 20_000
+# Generous: a busy CI machine (two cores, the suite in parallel) is slow to answer.
+WAIT_MS = 45_000
 
 pytestmark = [
     pytest.mark.browser,
