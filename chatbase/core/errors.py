@@ -197,7 +197,7 @@ def ws_error_frame(exc: BaseException) -> dict:
     return {"type": "error", "code": "unavailable", "detail": Unavailable.default_detail}
 
 
-# Django's handlerXXX views for everything outside DRF (unknown URLs included).
+# Django's handler400/403/404/500 views for everything outside DRF (unknown URLs included).
 def handler400(request, exception=None):
     return json_error_response(exception or SuspiciousOperation())
 
