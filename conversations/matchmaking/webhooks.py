@@ -31,7 +31,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chatbase.core import metrics
-from chatbase.core.errors import ChatbaseError, NotAuthenticated, Unavailable, ValidationFailed
+from chatbase.core.errors import ChatbaseError, Conflict, NotAuthenticated, ValidationFailed
 from conversations.matchmaking import queue, services
 from crm.services import webhook_event_finish, webhook_event_record
 
@@ -132,7 +132,8 @@ class MatchmakingWebhookApi(APIView):
     )
     def post(self, request):
         if not settings.MATCHMAKING_WEBHOOK_SECRET:
-            raise Unavailable("Matchmaking webhooks are not configured.", code="not_configured")
+            # 409, not 503: nothing is down, and a sender retrying cannot fix it.
+            raise Conflict("Matchmaking webhooks are not configured.", code="not_configured")
         body = request.body  # the raw bytes the signature covers
         signature_verify(
             header=request.headers.get(SIGNATURE_HEADER),

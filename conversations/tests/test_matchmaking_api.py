@@ -258,7 +258,7 @@ def test_an_invalid_fallback_is_400_and_recorded_as_failed(api_client, secret):
     assert response.status_code == 400 and response.json()["detail"].startswith("event_id")
 
 
-def test_unconfigured_webhooks_answer_503(api_client, settings):
+def test_unconfigured_webhooks_answer_409(api_client, settings):
     settings.MATCHMAKING_WEBHOOK_SECRET = ""
     response = deliver(api_client, fallback(), secret="")
-    assert response.status_code == 503 and response.json()["code"] == "not_configured"
+    assert response.status_code == 409 and response.json()["code"] == "not_configured"
