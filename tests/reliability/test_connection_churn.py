@@ -19,7 +19,7 @@ ROUNDS = 10
 
 async def churn(url: str) -> int:
     """Open SOCKETS chat sockets (each gets its session.ready), then close them all."""
-    gate = asyncio.Semaphore(25)  # bounded: Daphne drops handshakes not accepted in 5 s
+    gate = asyncio.Semaphore(10)  # bounded: Daphne drops handshakes not accepted in 5 s
 
     async def open_one():
         async with gate:
