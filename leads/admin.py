@@ -9,9 +9,10 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from chatbase.core.errors import ChatbaseError
+from chatbase.core.errors import ChatbaseError, ValidationFailed
 from leads import charts, selectors, services
 from leads.csv_export import csv_lines
+from leads.extraction import email_normalise, phone_normalise
 from leads.models import Lead, LeadScoreEvent
 
 EDITABLE = ["email", "name", "phone", "company", "status", "consent"]
@@ -51,6 +52,24 @@ class LeadAdminForm(forms.ModelForm):
     class Meta:
         model = Lead
         fields = EDITABLE
+
+    # The services' normalisers: a bad address or number is a form error, not a lost edit.
+    def clean_email(self):
+        email = _form_value(email_normalise, self.cleaned_data["email"])
+        # The unique constraint names `bot`, which the form does not edit, so Django skips it.
+        if selectors.lead_email_taken(bot_id=self.instance.bot_id, email=email, exclude_pk=self.instance.pk):
+            raise forms.ValidationError("Another lead of this bot has this e-mail address.")
+        return email
+
+    def clean_phone(self):
+        return _form_value(phone_normalise, self.cleaned_data["phone"])
+
+
+def _form_value(normalise, value):
+    try:
+        return normalise(value)
+    except ValidationFailed as exc:
+        raise forms.ValidationError(exc.detail) from exc
 
 
 class ScoreEventInline(admin.TabularInline):

@@ -53,6 +53,11 @@ def lead_list(*, owner, filters: LeadFilters | None = None, with_conversations: 
     return leads.order_by("-created_at", "-id")
 
 
+def lead_email_taken(*, bot_id: int, email: str, exclude_pk: int | None = None) -> bool:
+    """Whether another lead of the bot has this address (case-insensitively)."""
+    return bool(email) and Lead.objects.filter(bot_id=bot_id, email__iexact=email).exclude(pk=exclude_pk).exists()
+
+
 def lead_get(*, owner, lead_id: int) -> Lead:
     lead = (
         lead_list(owner=owner)

@@ -18,7 +18,7 @@ from chatbase.core.errors import Conflict, ValidationFailed
 from conversations.models import Conversation, Message
 from geo import iplookup
 from geo import selectors as geo_selectors
-from leads import scoring
+from leads import scoring, selectors
 from leads.extraction import email_normalise, extract_emails, extract_phones, phone_normalise
 from leads.models import Lead, LeadScoreEvent
 from leads.signals import lead_changed, lead_created, lead_qualified
@@ -314,8 +314,7 @@ def lead_update(*, lead: Lead, **fields) -> Lead:
     changed: set[str] = set()
     if "email" in fields:
         email = email_normalise(fields.pop("email"))
-        duplicate = Lead.objects.filter(bot_id=lead.bot_id, email__iexact=email).exclude(pk=lead.pk)
-        if email and email != lead.email and duplicate.exists():
+        if email != lead.email and selectors.lead_email_taken(bot_id=lead.bot_id, email=email, exclude_pk=lead.pk):
             raise Conflict("Another lead of this bot has this e-mail address.", code="duplicate_email")
         _assign(lead, changed, email=email)
     if "phone" in fields:

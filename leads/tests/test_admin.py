@@ -100,3 +100,17 @@ def test_service_areas_are_editable_in_admin(staff_client):
     assert bad.status_code == 200 and b"errornote" in bad.content
     assert staff_client.get(reverse("admin:geo_servicearea_changelist")).status_code == 200
     assert staff_client.get(reverse("admin:leads_leadscoreevent_changelist")).status_code == 200
+
+
+def test_a_bad_phone_or_duplicate_address_is_a_form_error(staff_client):
+    lead = LeadFactory(email="form@example.com")
+    LeadFactory(bot=lead.bot, email="other@example.com")
+    url = reverse("admin:leads_lead_change", args=[lead.pk])
+    base = {"email": "form@example.com", "name": "", "company": "", "status": "new"}
+    base |= {"score_events-TOTAL_FORMS": 0, "score_events-INITIAL_FORMS": 0}
+    bad_phone = staff_client.post(url, {**base, "phone": "12345"})
+    assert bad_phone.status_code == 200 and b"not a valid phone number" in bad_phone.content
+    duplicate = staff_client.post(url, {**base, "phone": "", "email": "OTHER@example.com"})
+    assert duplicate.status_code == 200 and b"errornote" in duplicate.content
+    lead.refresh_from_db()
+    assert (lead.email, lead.phone) == ("form@example.com", "")
