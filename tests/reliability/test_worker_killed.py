@@ -64,7 +64,8 @@ def test_a_document_whose_worker_died_ends_ready_after_recovery(private_redis):
     # MEDIA_ROOT as this process, the test settings' default.
     bot = BotFactory()
     document = document_create(bot=bot, title="Catalogue", text=paragraphs(200), schedule_ingest=False)
-    producer = Celery(broker=private_redis.url)
+    # Not the current app: shared tasks in the rest of the run must keep the project's.
+    producer = Celery(broker=private_redis.url, set_as_current=False)
     producer.conf.broker_transport_options = {"global_keyprefix": f"{PREFIX}:celery:"}
     producer.conf.task_default_queue = settings.CELERY_TASK_DEFAULT_QUEUE
 
@@ -101,6 +102,7 @@ def test_a_document_whose_worker_died_ends_ready_after_recovery(private_redis):
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=30)
+        producer.close()
 
     document.refresh_from_db()
     assert document.status == Document.Status.READY, document.error
