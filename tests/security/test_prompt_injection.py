@@ -17,6 +17,7 @@ from channels.testing import WebsocketCommunicator
 from bots.llm.tools import ToolSpec, get, register, unregister
 from bots.models import PromptTemplate
 from bots.services.documents import document_create
+from bots.templates import template_cache_invalidate
 from bots.tests.factories import BotFactory
 from chatbase.asgi import application
 from chatbase.testing.fake_llm import Script
@@ -36,7 +37,12 @@ OTHER_VISITOR_EMAIL = "priya.other@example.net"
 
 @pytest.fixture
 def bot(media_root, fake_llm):
-    persona = PromptTemplate.objects.create(name="Sunny", slug="sunny", system_prompt=SECRET_PERSONA)
+    # A shipped template, edited: creating one could collide with the restored shipped
+    # rows after another module's flush restarted the id sequence.
+    persona = PromptTemplate.objects.get(slug="support_agent")
+    persona.system_prompt = SECRET_PERSONA
+    persona.save(update_fields=["system_prompt"])
+    template_cache_invalidate()
     bot = BotFactory(allowed_origins=[ORIGIN], welcome_message="Hi!", template=persona)
     document_create(bot=bot, title="Warranty", text=HOSTILE)
     # Another visitor's conversation holds personal data.
