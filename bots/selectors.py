@@ -19,9 +19,11 @@ fewer than k rows. Two plans avoid that, picked by the bot's chunk count:
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -145,10 +147,12 @@ def vector_candidates(*, bot_id: int, chunk_count: int, vector: Sequence[float],
         # SET LOCAL: these apply to this transaction only, never leak to the pool.
         # The bot is large: we want the graph walk, not "read all its rows and sort",
         # which the planner's estimates sometimes prefer just above the threshold.
-        cursor.execute("SET LOCAL enable_sort = off")
-        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(settings.RETRIEVAL_HNSW_EF_SEARCH, limit)])
-        cursor.execute("SET LOCAL hnsw.max_scan_tuples = %s", [settings.RETRIEVAL_HNSW_MAX_SCAN_TUPLES])
+        # One round trip for the four (set_config(..., true) is SET LOCAL).
+        cursor.execute(
+            "SELECT set_config('enable_sort', 'off', true), set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+            " set_config('hnsw.ef_search', %s, true), set_config('hnsw.max_scan_tuples', %s, true)",
+            [str(max(settings.RETRIEVAL_HNSW_EF_SEARCH, limit)), str(settings.RETRIEVAL_HNSW_MAX_SCAN_TUPLES)],
+        )
         cursor.execute(
             "SELECT id, embedding <=> %s::vector AS distance FROM bots_chunk "
             "WHERE bot_id = %s ORDER BY embedding <=> %s::vector LIMIT %s",
@@ -295,7 +299,14 @@ def chunk_search_by_vector(
     return results
 
 
-_retrieval_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="retrieval")
+# Two each: the full-text half waits on PostgreSQL, and more Python threads would only
+# contend with the event loop for the GIL (see chatbase.core.db).
+_retrieval_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="retrieval")
+# Searches started ahead of their reader run here: each waits on the pool above
+# (its full-text half), so sharing that pool could leave it full of waiters.
+_prefetch_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="retrieval-prefetch")
+PREFETCH_KEEP_SECONDS = 30
+PREFETCH_MAX_PENDING = 256
 
 
 def _text_candidates_in_thread(**kwargs) -> list[tuple[int, float]]:
@@ -306,6 +317,60 @@ def _text_candidates_in_thread(**kwargs) -> list[tuple[int, float]]:
         connections.close_all()
 
 
+class _Prefetches:
+    """Searches started before anyone asked for them, each taken once by its reader.
+
+    The chat socket starts the search for a message the moment the frame arrives,
+    so that retrieval (embedding the question, both rankings) runs while the message
+    is stored and the conversation loaded instead of after them. One never taken (the
+    message was refused, the conversation moved on) is dropped after a while.
+    """
+
+    def __init__(self):
+        self._items: OrderedDict[tuple, tuple[float, Future]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def start(self, key: tuple, search) -> None:
+        now = time.monotonic()
+        with self._lock:
+            while self._items and (
+                len(self._items) >= PREFETCH_MAX_PENDING
+                or now - next(iter(self._items.values()))[0] > PREFETCH_KEEP_SECONDS
+            ):
+                self._items.popitem(last=False)
+            if key not in self._items:
+                self._items[key] = (now, _prefetch_threads.submit(search))
+
+    def take(self, key: tuple) -> Future | None:
+        with self._lock:
+            item = self._items.pop(key, None)
+        if item is None or time.monotonic() - item[0] > PREFETCH_KEEP_SECONDS:
+            return None
+        return item[1]
+
+
+_prefetches = _Prefetches()
+
+
+def _prefetch_key(bot: Bot, query: str, k: int) -> tuple:
+    # The chunk count picks the plan; a bot that changed since is searched afresh.
+    return (bot.pk, bot.chunk_count, query, k)
+
+
+def chunk_search_prefetch(*, bot: Bot, query: str, k: int) -> None:
+    """Start the hybrid search `chunk_search(bot=bot, query=query, k=k)` will need."""
+    if not query or not bot.chunk_count:
+        return
+
+    def search() -> list[SearchResult]:
+        try:
+            return _chunk_search(bot=bot, query=query, k=k, mode="hybrid")
+        finally:
+            connections.close_all()
+
+    _prefetches.start(_prefetch_key(bot, query, k), search)
+
+
 def chunk_search(*, bot: Bot, query: str, k: int = 5, mode: str = "hybrid") -> list[SearchResult]:
     """Top-k chunks of `bot` for a natural-language query; never another bot's.
 
@@ -313,7 +378,17 @@ def chunk_search(*, bot: Bot, query: str, k: int = 5, mode: str = "hybrid") -> l
     is embedded and the vector half runs: they take about as long as each other, and
     this is on every answer's path to its first token. Inside a transaction (which
     the other connection could not see into) both run here, one after the other.
+    A search started ahead by chunk_search_prefetch is waited for instead of repeated.
     """
+    if mode == "hybrid" and not connection.in_atomic_block:
+        prefetched = _prefetches.take(_prefetch_key(bot, query, k))
+        # A failed early search (a database hiccup) is simply run again, here.
+        if prefetched is not None and prefetched.exception() is None:
+            return prefetched.result()
+    return _chunk_search(bot=bot, query=query, k=k, mode=mode)
+
+
+def _chunk_search(*, bot: Bot, query: str, k: int, mode: str) -> list[SearchResult]:
     from bots.embeddings import get_embedder
 
     started = time.perf_counter()

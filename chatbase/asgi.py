@@ -1,5 +1,6 @@
 """ASGI entry point: HTTP goes to Django, websockets through the URL router."""
 
+import gc
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbase.settings.local")
@@ -16,8 +17,6 @@ from bots.embeddings import warm_up_in_background  # noqa: E402
 from chatbase.core.bodylimit import BodySizeLimitMiddleware  # noqa: E402
 from chatbase.routing import websocket_urlpatterns  # noqa: E402
 
-warm_up_in_background()
-
 application = ProtocolTypeRouter(
     {
         "http": BodySizeLimitMiddleware(django_asgi_app),
@@ -26,3 +25,10 @@ application = ProtocolTypeRouter(
         "websocket": URLRouter(websocket_urlpatterns),
     }
 )
+
+# What the server loaded to start (Django, the SDKs, the embedding model: about a million
+# objects) lives as long as the process. Left to the cyclic collector, every full
+# collection walked all of it and stopped every socket for 200-300 ms (bench/streaming.py);
+# frozen, collections only walk what requests create.
+gc.freeze()
+warm_up_in_background(then=gc.freeze)

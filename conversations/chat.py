@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 
@@ -31,6 +30,7 @@ from bots.llm.tools import ToolContext, specs_for
 from bots.models import PromptTemplate
 from bots.templates import personalise, template_select
 from chatbase.core import metrics
+from chatbase.core.db import db_call
 from chatbase.core.errors import Unavailable
 from chatbase.core.models import User
 from conversations import selectors, services
@@ -88,12 +88,15 @@ def _retrieval_query(window: list[Message]) -> str:
     return retrieval_query(users[-1], users[-2] if len(users) > 1 else None)
 
 
-def prefetch_retrieval(*, bot, text: object, previous: str | None) -> None:
-    """Start embedding the question as soon as it arrives (see Embedder.prefetch_query)."""
-    if bot.chunk_count and isinstance(text, str) and 0 < len(text.strip()) <= settings.CHAT_MAX_MESSAGE_CHARS:
-        from bots.embeddings import get_embedder
+def retrieval_k(bot) -> int:
+    return (bot.configuration or {}).get("retrieval_k") or settings.CHAT_RETRIEVAL_K
 
-        get_embedder().prefetch_query(retrieval_query(text.strip(), previous))
+
+def prefetch_retrieval(*, bot, text: object, previous: str | None) -> None:
+    """Start the search for a question as soon as it arrives, before it is stored: the
+    answer's first token waits for retrieval, not for retrieval after the store."""
+    if bot.chunk_count and isinstance(text, str) and 0 < len(text.strip()) <= settings.CHAT_MAX_MESSAGE_CHARS:
+        bot_selectors.chunk_search_prefetch(bot=bot, query=retrieval_query(text.strip(), previous), k=retrieval_k(bot))
 
 
 def _history(window: list[Message], summary: str) -> list[ChatMessage]:
@@ -153,9 +156,8 @@ def turn_prepare(*, conversation_id: int, owner: User | None = None) -> Turn:
         text=recent_user_text,
         profile=conversation.profile,
     )
-    k = (bot.configuration or {}).get("retrieval_k") or settings.CHAT_RETRIEVAL_K
     query = _retrieval_query(window)
-    results = bot_selectors.chunk_search(bot=bot, query=query, k=k) if query and bot.chunk_count else []
+    results = bot_selectors.chunk_search(bot=bot, query=query, k=retrieval_k(bot)) if query and bot.chunk_count else []
     # A situational personality (chosen by rules or for this conversation) brings its own
     # temperature; otherwise the bot's owner-set temperature applies.
     situational = template is not None and template.pk != bot.template_id and not template.is_default
@@ -186,6 +188,10 @@ def turn_prepare(*, conversation_id: int, owner: User | None = None) -> Turn:
         tool_context=context,
         preferred_provider=bot.provider or None,
     )
+    # Written before the model is called (in this same trip to a database thread), so
+    # the deltas can carry its id. Written beside the model call instead, it waited in
+    # the database queue behind every other socket's work under a burst while the
+    # model's tokens piled up (bench/streaming.py).
     answer = services.message_assistant_begin(conversation=conversation)
     return Turn(conversation=conversation, answer=answer, request=request, passages=results, template=template)
 
@@ -274,11 +280,7 @@ async def answer_stream(
     say anything; the user's message is already stored either way.
     """
     started = time.monotonic()
-    # Not the single thread-sensitive thread: embedding the query is CPU work that
-    # would hold up every other consumer's database calls.
-    turn = await database_sync_to_async(turn_prepare, thread_sensitive=False)(
-        conversation_id=conversation.pk, owner=owner
-    )
+    turn = await db_call(turn_prepare)(conversation_id=conversation.pk, owner=owner)
     parts: list[str] = []
     first: float | None = None
     result: ChatResult | None = None
@@ -304,25 +306,21 @@ async def answer_stream(
                     logger.info("tool %s called in conversation %s", event.name, conversation.pk)
     except Unavailable:
         metrics.llm_requests.labels("none", "unavailable").inc()
-        await database_sync_to_async(services.message_assistant_discard)(message=turn.answer)
+        await db_call(services.message_assistant_discard)(message=turn.answer)
         raise
     except (asyncio.CancelledError, GeneratorExit):
         # The visitor left mid-answer: what they saw is kept, marked incomplete.
         if parts:
             await asyncio.shield(
-                database_sync_to_async(_finish)(
-                    turn, "".join(parts), None, incomplete=True, started=started, first=first
-                )
+                db_call(_finish)(turn, "".join(parts), None, incomplete=True, started=started, first=first)
             )
         else:
-            await asyncio.shield(database_sync_to_async(services.message_assistant_discard)(message=turn.answer))
+            await asyncio.shield(db_call(services.message_assistant_discard)(message=turn.answer))
         raise
     text = result.text if result else "".join(parts)
     if result is not None:
         _record_metrics(result, started=started, first=first)
-    message = await database_sync_to_async(_finish)(
-        turn, text, result, incomplete=result is None, started=started, first=first
-    )
+    message = await db_call(_finish)(turn, text, result, incomplete=result is None, started=started, first=first)
     yield AnswerDone(message=message)
 
 

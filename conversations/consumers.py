@@ -11,7 +11,6 @@ import logging
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from bots import selectors as bot_selectors
@@ -19,6 +18,7 @@ from bots.configuration import normalise_origin
 from bots.preview import origin_is_own_host, preview_token_valid
 from chatbase.core.clientip import client_ip_from_scope
 from chatbase.core.consumers import NO_CHANNEL_LAYER, JsonConsumer
+from chatbase.core.db import db_call
 from chatbase.core.errors import ChatbaseError, RateLimited, ValidationFailed
 from chatbase.core.ratelimit import Rate, arate_limit_hit
 from conversations import selectors, services
@@ -106,7 +106,7 @@ class ChatConsumer(JsonConsumer):
         self.ip = client_ip_from_scope(self.scope) or "unknown"
         query = {k: v[0] for k, v in parse_qs(self.scope.get("query_string", b"").decode("latin-1")).items()}
 
-        bot = await database_sync_to_async(bot_selectors.bot_get_by_public_key)(
+        bot = await db_call(bot_selectors.bot_get_by_public_key)(
             public_key=self.scope["url_route"]["kwargs"]["public_key"]
         )
         if bot is None or not bot.is_active:
@@ -134,7 +134,7 @@ class ChatConsumer(JsonConsumer):
             visitor_id = None  # a verified user's token is no proof without their hash
         # A missing, foreign or expired token gets a new visitor; a valid one is re-signed.
         self.visitor_id, self.visitor_token = visitor_token_issue(bot=bot, visitor_id=visitor_id)
-        self.conversation = await database_sync_to_async(services.conversation_open)(
+        self.conversation = await db_call(services.conversation_open)(
             bot=bot,
             visitor_id=self.visitor_id,
             channel=Conversation.Channel.WIDGET,
@@ -142,16 +142,18 @@ class ChatConsumer(JsonConsumer):
         )
         if verified_id:
             # Everything this user said to the bot, from any device.
-            history = await database_sync_to_async(selectors.visitor_history)(
+            history = await db_call(selectors.visitor_history)(
                 bot=bot,
                 visitor_id=verified_id,
                 channel=Conversation.Channel.WIDGET,
                 limit=settings.CHAT_SESSION_HISTORY_MESSAGES,
             )
-        else:
-            history = await database_sync_to_async(selectors.message_window)(
+        elif self.conversation.message_count:
+            history = await db_call(selectors.message_window)(
                 conversation=self.conversation, limit=settings.CHAT_SESSION_HISTORY_MESSAGES
             )
+        else:
+            history = []  # a new visitor's (or an empty) conversation: nothing to look up
         self.last_user_text = next((m.text for m in reversed(history) if m.role == Message.Role.USER), None)
         await self.accept()
         await self.send_json(
@@ -226,7 +228,7 @@ class ChatConsumer(JsonConsumer):
         fields = {key: content.get(key) for key in ("email", "name", "phone")}
         if not any(isinstance(value, str) and value.strip() for value in fields.values()):
             raise ValidationFailed("Give at least one of email, name or phone.")
-        lead = await database_sync_to_async(lead_services.lead_capture)(
+        lead = await db_call(lead_services.lead_capture)(
             bot=self.bot,
             conversation=self.conversation,
             source="form",
@@ -238,19 +240,17 @@ class ChatConsumer(JsonConsumer):
 
     async def _store(self, text, client_id):
         try:
-            return await database_sync_to_async(services.message_user_add)(
+            return await db_call(services.message_user_add)(
                 conversation=self.conversation, text=text, client_id=client_id
             )
         except ValidationFailed as exc:
             if exc.code != "conversation_ended":
                 raise
         # Ended while the socket was open (idle for a day): carry on in a new one.
-        self.conversation = await database_sync_to_async(services.conversation_open)(
+        self.conversation = await db_call(services.conversation_open)(
             bot=self.bot, visitor_id=self.visitor_id, channel=Conversation.Channel.WIDGET
         )
-        return await database_sync_to_async(services.message_user_add)(
-            conversation=self.conversation, text=text, client_id=client_id
-        )
+        return await db_call(services.message_user_add)(conversation=self.conversation, text=text, client_id=client_id)
 
     async def _answer(self):
         # One answer at a time per socket, in the order the messages came.

@@ -222,3 +222,170 @@ def test_a_prefetched_query_is_embedded_once_and_reused(local_embedder, embed_sp
     assert vector == local_embedder.embed_query(text)
     assert embed_spy.texts == [text]
     assert len(vector) == 384
+
+
+# --- queries of concurrent callers, batched on one thread ------------------------------
+
+
+def _gated_embedder(local_embedder):
+    """A fresh embedder whose first model pass waits for `gate`: queries sent meanwhile pile up."""
+    fresh = LocalEmbedder(batch_size=32, query_cache_size=64)
+    fresh._model = local_embedder.model
+    gate, first_started = threading.Event(), threading.Event()
+    calls: list[list[str]] = []
+    real = fresh._embed
+
+    def embed(texts):
+        calls.append(list(texts))
+        if len(calls) == 1:
+            first_started.set()
+            gate.wait(10)
+        return real(texts)
+
+    fresh._embed = embed
+    return fresh, gate, first_started, calls
+
+
+def _in_threads(function, arguments):
+    results: dict = {}
+    threads = [threading.Thread(target=lambda a=a: results.__setitem__(a, function(a))) for a in arguments]
+    for thread in threads:
+        thread.start()
+    return threads, results
+
+
+def test_concurrent_queries_are_embedded_together_and_match_single_embeddings(local_embedder):
+    fresh, gate, first_started, calls = _gated_embedder(local_embedder)
+    blocker = threading.Thread(target=fresh.embed_query, args=("the first question holds the model",))
+    blocker.start()
+    assert first_started.wait(10)
+    questions = [f"question {i} about {'very ' * i}long delivery times" for i in range(10)]
+    threads, results = _in_threads(fresh.embed_query, questions + questions[:3])  # three asked twice
+    time.sleep(0.3)  # every caller is waiting behind the first pass
+    gate.set()
+    for thread in [blocker, *threads]:
+        thread.join(10)
+
+    # One pass for the first question, one for the ten others: duplicates are not re-embedded.
+    assert len(calls) == 2
+    assert sorted(calls[1]) == sorted(questions)
+    assert calls[1] == sorted(calls[1], key=len)  # shortest first: batches are padded to the longest
+    for question in questions:
+        single = local_embedder.embed_documents([question])[0]
+        assert _cosine(results[question], single) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_burst_larger_than_a_batch_is_split(local_embedder):
+    fresh, gate, first_started, calls = _gated_embedder(local_embedder)
+    blocker = threading.Thread(target=fresh.embed_query, args=("hold",))
+    blocker.start()
+    assert first_started.wait(10)
+    questions = [f"burst question number {i}" for i in range(embeddings.QUERY_BATCH + 5)]
+    threads, results = _in_threads(fresh.embed_query, questions)
+    time.sleep(0.3)
+    gate.set()
+    for thread in [blocker, *threads]:
+        thread.join(10)
+    assert [len(c) for c in calls[1:]] == [embeddings.QUERY_BATCH, 5]
+    assert all(len(results[q]) == 384 for q in questions)
+
+
+def test_a_failed_pass_fails_its_callers_and_the_next_query_works(local_embedder):
+    fresh = LocalEmbedder(batch_size=8, query_cache_size=8)
+    fresh._model = local_embedder.model
+    real = fresh._embed
+    failures = [RuntimeError("model crashed")]
+
+    def embed(texts):
+        if failures:
+            raise failures.pop()
+        return real(texts)
+
+    fresh._embed = embed
+    with pytest.raises(RuntimeError, match="model crashed"):
+        fresh.embed_query("this one meets the crash")
+    assert len(fresh.embed_query("this one does not")) == 384
+
+
+def test_a_refused_query_does_not_fail_the_others_in_its_batch(local_embedder):
+    fresh, gate, first_started, _ = _gated_embedder(local_embedder)
+    inner = fresh._embed
+
+    def embed(texts):
+        if "refused" in " ".join(texts):
+            raise ValidationFailed("The embedding service refused the request (HTTP 400).", code="embedding_refused")
+        return inner(texts)
+
+    fresh._embed = embed
+    blocker = threading.Thread(target=fresh.embed_query, args=("hold",))
+    blocker.start()
+    assert first_started.wait(10)
+    outcomes: dict[str, object] = {}
+
+    def ask(text):
+        try:
+            outcomes[text] = len(fresh.embed_query(text))
+        except ValidationFailed as exc:
+            outcomes[text] = exc.code
+
+    threads, _ = _in_threads(ask, ["a fine question", "a refused question", "another fine one"])
+    time.sleep(0.3)
+    gate.set()
+    for thread in [blocker, *threads]:
+        thread.join(10)
+    assert outcomes == {"a fine question": 384, "a refused question": "embedding_refused", "another fine one": 384}
+
+
+def test_a_forked_child_starts_its_own_query_thread(local_embedder, monkeypatch):
+    fresh = LocalEmbedder(batch_size=8, query_cache_size=8)
+    fresh._model = local_embedder.model
+    fresh.embed_query("in the parent")
+    parent_thread = fresh._queries._thread
+    monkeypatch.setattr(embeddings.os, "getpid", lambda: -1)  # what a child of a prefork worker sees
+    assert len(fresh.embed_query("in the child")) == 384
+    assert fresh._queries._thread is not parent_thread
+
+
+# --- the traced forward pass -------------------------------------------------------------
+
+
+def test_the_traced_pass_agrees_with_sentence_transformers(local_embedder):
+    model = local_embedder.model
+    scripted = embeddings.scripted_encoder(model)
+    assert scripted is not None
+    texts = [
+        "",
+        "refund",
+        "Wie lange dauert die Lieferung nach München? 配送にはどのくらいかかりますか",
+        "How long does delivery to Chennai take, and can I track my parcel on the way?",
+        " ".join(["Opening hours, prices and the terms of the two-year warranty."] * 60),  # past 256 tokens
+    ]
+    expected = model.encode(texts, normalize_embeddings=True, show_progress_bar=False)
+    for batch_size in (1, 2, len(texts)):  # alone, and padded next to longer and shorter texts
+        got = scripted.encode(texts, batch_size=batch_size)
+        for e, g in zip(expected, got, strict=True):
+            assert len(g) == 384
+            assert float(e @ g) == pytest.approx(1.0, abs=1e-5)
+    assert local_embedder.embed_documents(texts[1:2])[0] == pytest.approx(scripted.encode(texts[1:2], batch_size=1)[0])
+
+
+@pytest.mark.parametrize("failure", ["trace", "disagree"])
+def test_without_a_faithful_trace_the_eager_model_is_used(local_embedder, monkeypatch, caplog, failure):
+    monkeypatch.setattr(embeddings, "_scripted", {})
+    if failure == "trace":
+
+        def broken(self, model):
+            raise RuntimeError("cannot trace this model")
+
+        monkeypatch.setattr(embeddings.ScriptedEncoder, "__init__", broken)
+    else:
+        real = embeddings.ScriptedEncoder.encode
+        monkeypatch.setattr(
+            embeddings.ScriptedEncoder,
+            "encode",
+            lambda self, texts, batch_size: [[-x for x in v] for v in real(self, texts, batch_size=batch_size)],
+        )
+    assert embeddings.scripted_encoder(local_embedder.model) is None
+    assert "using the eager one" in caplog.text
+    eager = local_embedder.model.encode(["refund"], normalize_embeddings=True)[0]
+    assert float(eager @ local_embedder.embed_documents(["refund"])[0]) == pytest.approx(1.0, abs=1e-6)

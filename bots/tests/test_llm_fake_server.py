@@ -99,6 +99,17 @@ async def test_the_default_script_answers_when_nothing_is_queued(server):
     assert server.anthropic.pending == 0
 
 
+async def test_a_benchmark_in_another_process_can_change_the_default_answer(server):
+    response = httpx.post(f"{server.base_url}/_fake/default", json={"tokens": 3})
+    assert response.status_code == 200
+    async with openai_sdk(server) as client:
+        completion = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        assert completion.choices[0].message.content == "word0 word1 word2"
+    async with anthropic_sdk(server) as client:
+        message = await client.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+        assert message.content[0].text == "word0 word1 word2"
+
+
 def test_unknown_paths_answer_404_and_are_recorded(server):
     response = httpx.get(f"{server.base_url}/v1/models")
     assert response.status_code == 404

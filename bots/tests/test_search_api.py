@@ -1,5 +1,7 @@
 """Search over real embeddings (all-MiniLM-L6-v2) and the real database."""
 
+import time
+
 import pytest
 
 from bots.services.documents import document_create
@@ -83,3 +85,76 @@ def test_bad_search_input_is_400(owner_client, owner, payload):
     response = owner_client.post(f"/api/v1/bots/{bot.pk}/search/", payload, format="json")
     assert response.status_code == 400
     assert response.json()["code"] == "invalid"
+
+
+# --- searches started ahead (the chat socket starts one as a message arrives) -------------
+QUESTION = "how much is a replacement battery for my drone?"
+
+
+@pytest.fixture
+def search_calls(monkeypatch):
+    from bots import selectors
+
+    calls = []
+    real = selectors._chunk_search
+
+    def counting(**kwargs):
+        calls.append(kwargs["query"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(selectors, "_chunk_search", counting)
+    return calls
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_prefetched_search_runs_once_and_is_taken_once(bot_with_knowledge, search_calls):
+    from bots.selectors import chunk_search, chunk_search_prefetch
+
+    chunk_search_prefetch(bot=bot_with_knowledge, query=QUESTION, k=3)
+    chunk_search_prefetch(bot=bot_with_knowledge, query=QUESTION, k=3)  # already started: not twice
+    results = chunk_search(bot=bot_with_knowledge, query=QUESTION, k=3)
+    assert search_calls == [QUESTION]
+    assert results[0].document_title == "Drone parts"
+    again = chunk_search(bot=bot_with_knowledge, query=QUESTION, k=3)  # taken: searched afresh
+    assert search_calls == [QUESTION, QUESTION]
+    assert [r.chunk_id for r in again] == [r.chunk_id for r in results]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_prefetch_for_other_arguments_is_not_used(bot_with_knowledge, search_calls):
+    from bots.selectors import chunk_search, chunk_search_prefetch
+
+    chunk_search_prefetch(bot=bot_with_knowledge, query=QUESTION, k=3)
+    assert len(chunk_search(bot=bot_with_knowledge, query=QUESTION, k=2)) == 2
+    assert search_calls == [QUESTION, QUESTION]
+    # The bot's chunk count picks the plan: a bot that grew since is searched afresh.
+    bot_with_knowledge.chunk_count += 1
+    chunk_search(bot=bot_with_knowledge, query=QUESTION, k=3)
+    assert search_calls == [QUESTION, QUESTION, QUESTION]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_or_stale_prefetch_is_searched_again(bot_with_knowledge, search_calls, monkeypatch):
+    from bots import selectors
+
+    real = selectors._chunk_search
+    failures = [RuntimeError("connection lost")]
+
+    def flaky(**kwargs):
+        if failures:
+            search_calls.append("failed")
+            raise failures.pop()
+        return real(**kwargs)
+
+    monkeypatch.setattr(selectors, "_chunk_search", flaky)
+    selectors.chunk_search_prefetch(bot=bot_with_knowledge, query=QUESTION, k=3)
+    assert selectors.chunk_search(bot=bot_with_knowledge, query=QUESTION, k=3)[0].document_title == "Drone parts"
+    assert search_calls == ["failed", QUESTION]
+
+    monkeypatch.setattr(selectors, "PREFETCH_KEEP_SECONDS", 0)
+    selectors.chunk_search_prefetch(bot=bot_with_knowledge, query=QUESTION, k=3)
+    deadline = time.monotonic() + 10
+    while search_calls.count(QUESTION) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the early search ran...
+    selectors.chunk_search(bot=bot_with_knowledge, query=QUESTION, k=3)
+    assert search_calls.count(QUESTION) == 3  # ...but was too old to be used

@@ -6,6 +6,7 @@ import json
 import logging
 import uuid
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
@@ -31,6 +32,18 @@ class JsonConsumer(AsyncJsonWebsocketConsumer):
     #: frame types this consumer accepts from the client
     accepted_types: frozenset[str] = frozenset()
     _counted = False
+
+    async def dispatch(self, message):
+        # Channels (4.2+) first runs close_old_connections() on its one thread-sensitive
+        # thread for every message a consumer handles: under a burst of frames that single
+        # thread became the queue every socket waited in (bench/matchmaking.py,
+        # bench/streaming.py). Our consumers reach the ORM only through
+        # database_sync_to_async, which closes old connections around each call on the
+        # thread that runs it, so the extra hop is skipped.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def websocket_connect(self, message):
         # One request id per connection: every log line of this socket carries it.

@@ -386,6 +386,10 @@ EMBEDDINGS = env("EMBEDDINGS", default="local")
 EMBEDDINGS_WARM_UP = env.bool("EMBEDDINGS_WARM_UP", default=True)
 EMBEDDING_BATCH_SIZE = env.int("EMBEDDING_BATCH_SIZE", default=32)
 EMBEDDING_QUERY_CACHE_SIZE = env.int("EMBEDDING_QUERY_CACHE_SIZE", default=1024)
+# Intra-op threads of the local model in each process. One: a web process embeds short
+# questions, and a second thread halves one question's latency on an idle machine but
+# spins on the cores every other socket needs (docs/performance.md); workers scale by process.
+EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=1)
 EMBEDDINGS_OPENAI_MODEL = env("EMBEDDINGS_OPENAI_MODEL", default="text-embedding-3-small")
 # Default to the chat provider's key and server; set these to embed elsewhere.
 EMBEDDINGS_OPENAI_API_KEY = env("EMBEDDINGS_OPENAI_API_KEY", default=env("OPENAI_API_KEY", default=""))
@@ -476,6 +480,10 @@ CHAT_RATE_PER_VISITOR = env("CHAT_RATE_PER_VISITOR", default="20/min")
 CHAT_RATE_PER_IP = env("CHAT_RATE_PER_IP", default="60/min")
 # Widget connections per IP (a reconnect storm or a script opening sockets).
 CHAT_CONNECT_RATE_PER_IP = env("CHAT_CONNECT_RATE_PER_IP", default="30/min")
+# Threads for the chat sockets' database work in each process (each holds a pooled
+# connection while it runs). Few on purpose: the work is Python under one GIL, so more
+# threads add no throughput, only contention with the event loop that relays tokens.
+CHAT_DB_THREADS = env.int("CHAT_DB_THREADS", default=2)
 VISITOR_TOKEN_MAX_AGE_DAYS = env.int("VISITOR_TOKEN_MAX_AGE_DAYS", default=180)
 # Messages of the visitor's conversation sent back in session.ready.
 CHAT_SESSION_HISTORY_MESSAGES = env.int("CHAT_SESSION_HISTORY_MESSAGES", default=50)

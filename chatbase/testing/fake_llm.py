@@ -276,6 +276,13 @@ class FakeLLMServer:
             asyncio.run_coroutine_threadsafe(drop_connections(), self._loop).result(10)
 
     # --- inspection --------------------------------------------------------------
+    def default_answer_set(self, *, tokens: int, tokens_per_second: float | None = None, stamp: bool = False) -> None:
+        """What both providers answer when no script is queued: `tokens` words (each the
+        time it was written, with `stamp`), paced at `tokens_per_second`."""
+        words = [STAMP if stamp else f"word{i}" for i in range(tokens)]
+        script = Script(text=" ".join(words), tokens_per_second=tokens_per_second, stamp=stamp)
+        self.openai.default = self.anthropic.default = script
+
     def requests_for(self, provider: str) -> list[RecordedRequest]:
         with self._requests_lock:
             return [r for r in self.requests if r.provider == provider]
@@ -354,6 +361,15 @@ class FakeLLMServer:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode("utf-8", "replace")
+        if method == "POST" and path == "/_fake/default" and isinstance(body, dict):
+            # A benchmark in another process changes the answer between its phases.
+            self.default_answer_set(
+                tokens=int(body.get("tokens", 100)),
+                tokens_per_second=body.get("tokens_per_second"),
+                stamp=bool(body.get("stamp", self.openai.default.stamp)),
+            )
+            await self._send_json(conn, 200, {"tokens": int(body.get("tokens", 100))})
+            return True
         if method == "POST" and path.endswith("/chat/completions"):
             provider = "openai"
         elif method == "POST" and path.endswith("/v1/messages"):
@@ -522,7 +538,8 @@ def main(argv: list[str] | None = None) -> None:
     python -m chatbase.testing.fake_llm --port 8765 --tokens-per-second 50
 
     then run ChatBase with OPENAI_BASE_URL=http://127.0.0.1:8765/v1 (and/or
-    ANTHROPIC_BASE_URL=http://127.0.0.1:8765) and any API key.
+    ANTHROPIC_BASE_URL=http://127.0.0.1:8765) and any API key. `POST /_fake/default`
+    with {"tokens": N, "tokens_per_second": R, "stamp": bool} changes the answer later.
     """
     import argparse
 
@@ -533,9 +550,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stamp", action="store_true", help="every token is its emission time (benchmarks)")
     args = parser.parse_args(argv)
     server = FakeLLMServer(port=args.port).start()
-    words = [STAMP if args.stamp else f"word{i}" for i in range(args.tokens)]
-    script = Script(text=" ".join(words), tokens_per_second=args.tokens_per_second, stamp=args.stamp)
-    server.openai.default = server.anthropic.default = script
+    server.default_answer_set(tokens=args.tokens, tokens_per_second=args.tokens_per_second, stamp=args.stamp)
     print(f"OPENAI_BASE_URL={server.openai_base_url}", flush=True)
     print(f"ANTHROPIC_BASE_URL={server.anthropic_base_url}", flush=True)
     try:

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from bots.llm.tools import ToolSpec, register, unregister
 from bots.templates import template_get
+from chatbase.core.errors import Unavailable
 from chatbase.testing.fake_llm import Script
 from conversations import chat, services
 from conversations.models import Conversation, Message
@@ -155,6 +156,29 @@ async def test_a_provider_failing_mid_answer_is_continued_by_the_next(shop_bot, 
     # Anthropic was asked to continue the streamed text (assistant prefill).
     (continuation,) = llm.requests_for("anthropic")
     assert continuation.body["messages"][-1]["role"] == "assistant"
+
+
+async def test_the_first_delta_names_the_answers_row_already_stored(shop_bot, llm):
+    llm.openai.enqueue(Script(text="Refunds take 14 days."))
+    conversation = await database_sync_to_async(conversation_with)(shop_bot, [("refunds?", None)])
+    seen = []
+    async for event in chat.answer_stream(conversation=conversation):
+        if isinstance(event, chat.AnswerDelta) and not seen:
+            row = await database_sync_to_async(Message.objects.get)(pk=event.message_id)
+            seen.append((row.role, row.text, row.incomplete))
+        elif isinstance(event, chat.AnswerDone):
+            assert event.message.pk == row.pk and not event.message.incomplete
+    assert seen == [("assistant", "", True)]  # written before the first token, finished at the end
+
+
+async def test_no_answer_at_all_leaves_no_empty_row(shop_bot, llm, settings):
+    settings.LLM_PROVIDERS = ["openai"]
+    llm.openai.enqueue(Script(failure="server_error"))
+    conversation = await database_sync_to_async(conversation_with)(shop_bot, [("refunds?", None)])
+    with pytest.raises(Unavailable):
+        await chat.answer_collect(conversation=conversation)
+    roles = await database_sync_to_async(lambda: list(conversation.messages.values_list("role", "text")))()
+    assert roles == [("user", "refunds?")]
 
 
 def test_sources_are_the_cited_passages(shop_bot):
