@@ -105,4 +105,4 @@ class Message(models.Model):
 
 
 # The matchmaking models live in their own module; Django finds them through this import.
-from conversations.matchmaking.models import MatchRoom, MatchTicket  # noqa: E402, F401
+from conversations.matchmaking.models import MatchMessage, MatchRoom, MatchTicket  # noqa: E402, F401

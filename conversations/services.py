@@ -70,6 +70,16 @@ def conversation_start(
     )
 
 
+@transaction.atomic
+def conversations_start(*, conversations: list[Conversation]) -> list[Conversation]:
+    """New conversations (unsaved instances) in one INSERT: matchmaking's fallbacks that
+    fall due together, one per user of the same burst."""
+    for conversation in conversations:
+        conversation.profile = profile_clean(conversation.profile)
+        conversation.metadata = conversation.metadata or {}
+    return Conversation.objects.bulk_create(conversations)
+
+
 def conversation_open(
     *, bot: Bot, visitor_id: str, channel: str, profile: dict | None = None, metadata: dict | None = None
 ) -> Conversation:

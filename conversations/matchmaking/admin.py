@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from conversations.matchmaking.models import MatchRoom, MatchTicket
+from conversations.matchmaking.models import MatchMessage, MatchRoom, MatchTicket
 
 
 @admin.register(MatchTicket)
@@ -20,8 +20,23 @@ class MatchTicketAdmin(admin.ModelAdmin):
         return False
 
 
+class MatchMessageInline(admin.TabularInline):
+    """What the two said to each other (for a report of abuse), read-only."""
+
+    model = MatchMessage
+    fields = ["created_at", "user_id", "text"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["created_at", "id"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(MatchRoom)
 class MatchRoomAdmin(admin.ModelAdmin):
+    inlines = [MatchMessageInline]
     list_display = ["id", "user_a", "user_b", "pool", "started_at", "ended_at", "end_reason"]
     list_filter = ["end_reason", "pool"]
     search_fields = ["user_a", "user_b"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from channels.consumer import get_handler_name
 from django.conf import settings
 
 from chatbase.core import metrics
@@ -82,17 +81,6 @@ def _text_clean(text: object) -> str:
 class MatchConsumer(JsonConsumer):
     accepted_types = frozenset({"match.join", "message.send", "match.leave"})
 
-    async def dispatch(self, message):
-        # Channels (4.2+) first runs close_old_connections() on its one thread-sensitive
-        # thread for every message: under a burst of joins and pairings that single thread
-        # became the queue everyone waited in (bench/matchmaking.py). Every ORM call here
-        # goes through db()/database_sync_to_async, which closes old connections around
-        # the call on its own thread, so the extra hop is skipped.
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
-
     async def connect(self):
         self.state = IDLE
         self.ticket_id: int | None = None
@@ -141,8 +129,8 @@ class MatchConsumer(JsonConsumer):
         pool = services.pool_clean(content.get("pool"))
         await arate_limit_hit(key=f"match-join:{user_id}", rate=Rate.parse(settings.MATCH_JOIN_RATE_PER_USER))
         async with self.state_lock:
-            ticket, departure, first = await db(queue.ticket_join_and_pair)(
-                user_id=user_id, channel_name=self.channel_name, profile=profile, pool=pool
+            ticket, departure = await queue.join(
+                queue.JoinRequest(user_id=user_id, channel_name=self.channel_name, profile=profile, pool=pool)
             )
             self.user_id, self.profile, self.pool, self.ticket_id = user_id, profile, pool, ticket.pk
             self.joined_at = started
@@ -152,7 +140,6 @@ class MatchConsumer(JsonConsumer):
                 self._fallback(ticket.pk, started + settings.MATCH_FALLBACK_SECONDS)
             )
         await queue.departure_notify(departure)
-        await self._pair(first)
 
     async def handle_message_send(self, content):
         if self.state == IDLE:
@@ -160,8 +147,23 @@ class MatchConsumer(JsonConsumer):
         await arate_limit_hit(key=f"match-message:{self.user_id}", rate=Rate.parse(settings.MATCH_RATE_PER_USER))
         if self.state == ROOM:
             text = _text_clean(content.get("text"))
+            client_id = content.get("client_id") or ""
+            if not isinstance(client_id, str):
+                raise ValidationFailed("client_id: must be a string.")
+            # Stored first: a relay that fails (the channel layer is down) loses nothing.
+            message = await db(services.room_message_add)(
+                room_id=self.room, user_id=self.user_id, text=text, client_id=client_id
+            )
+            await self.send_json({"type": "message.ack", "client_id": client_id or None, "message_id": message.pk})
             await self.channel_layer.group_send(
-                self.group, {"type": "room.message", "room": self.room, "text": text, "sender": self.channel_name}
+                self.group,
+                {
+                    "type": "room.message",
+                    "room": self.room,
+                    "text": text,
+                    "message_id": message.pk,
+                    "sender": self.channel_name,
+                },
             )
             return
         if self.bot_conversation is None:
@@ -208,7 +210,7 @@ class MatchConsumer(JsonConsumer):
                 self.dead_rooms.add(event["room"])
                 requeued = await db(queue.ticket_requeue)(ticket_id=self.ticket_id, room_id=event["room"])
         if requeued:
-            await self._pair()
+            queue.pairing_kick(self.pool)
 
     async def match_replaced(self, event):
         async with self.state_lock:
@@ -232,16 +234,26 @@ class MatchConsumer(JsonConsumer):
             self._cancel_fallback()
             await self._bot_connected(conversation)
 
+    async def match_bot_ended(self, event):
+        """The app ended this socket's bot session (sessions API): the user keeps waiting."""
+        async with self.state_lock:
+            conversation = self.bot_conversation
+            if conversation is None or conversation.pk != event["conversation_id"]:
+                return  # ended by this socket itself, or another session
+            await self._cancel_answers()
+            self.bot_conversation = None
+            self._set_state(self.state)
+            await self.send_json(
+                {"type": "session.ended", "reason": event["reason"], "conversation_id": conversation.pk}
+            )
+
     async def room_message(self, event):
         if event["sender"] != self.channel_name and self.state == ROOM and event["room"] == self.room:
-            await self.send_json({"type": "message", "from": "peer", "text": event["text"]})
+            await self.send_json(
+                {"type": "message", "from": "peer", "text": event["text"], "message_id": event.get("message_id")}
+            )
 
     # --- internals ------------------------------------------------------------------
-    async def _pair(self, first=None):
-        for pairing in await queue.pairs_claim(pool=self.pool, first=first):
-            metrics.match_pairs.inc()
-            await queue.pairing_announce(pairing)
-
     async def _fallback(self, ticket_id: int, deadline: float):
         loop = asyncio.get_running_loop()
         await asyncio.sleep(max(0.0, deadline - loop.time()))
@@ -249,9 +261,7 @@ class MatchConsumer(JsonConsumer):
             if self.state != WAITING or self.ticket_id != ticket_id or self.bot_conversation is not None:
                 return
             try:
-                conversation = await db(services.ticket_bot_start)(
-                    ticket_id=ticket_id, user_id=self.user_id, profile=self.profile
-                )
+                conversation = await services.bot_start(ticket_id=ticket_id, user_id=self.user_id, profile=self.profile)
             except ChatbaseError as exc:
                 await self.send_error(exc)
                 return

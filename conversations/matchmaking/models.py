@@ -45,7 +45,8 @@ class MatchTicket(models.Model):
 
 
 class MatchRoom(models.Model):
-    """Two users paired by the queue. Their messages go through the channel layer only."""
+    """Two users paired by the queue. Their messages are stored (MatchMessage), then relayed
+    through the channel layer."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user_a = models.CharField(max_length=200)
@@ -65,3 +66,21 @@ class MatchRoom(models.Model):
     @property
     def group(self) -> str:
         return f"match.room.{self.pk.hex}"
+
+
+class MatchMessage(models.Model):
+    """What one human wrote to the other in a room: kept for moderation and abuse reports
+    (the app's users may report each other), stored before it is relayed."""
+
+    room = models.ForeignKey(MatchRoom, on_delete=models.CASCADE, related_name="messages")
+    user_id = models.CharField(max_length=200)
+    text = models.TextField()
+    client_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["room", "created_at"], name="match_message_room")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.text[:40]}"

@@ -1,13 +1,15 @@
 """The waiting queue, in PostgreSQL so that every Daphne process shares it.
 
-Joining inserts (and commits) the user's ticket; then the joiner pairs whatever is
-pairable in its pool: one transaction locks the two oldest waiting tickets with
-`FOR UPDATE SKIP LOCKED` and puts them in a new room. Two concurrent pairers never
-lock the same ticket, so nobody is paired twice. A pairer that finds fewer than two
-unlocked tickets while two or more are waiting (the others are locked by concurrent
-pairers, who may release one each) tries again after a short random pause, until at
-most one ticket of the pool is waiting: two waiting users are never left unpaired,
-whoever joined last sees the other (its ticket was committed before it looked).
+Joining inserts (and commits) the user's ticket; the joins of one moment in a
+process share one transaction (batching.Coalescer). Then the process's pairer of
+that pool pairs whatever is pairable: one transaction locks the oldest waiting
+tickets with `FOR UPDATE SKIP LOCKED` and puts them two by two in new rooms. Two
+concurrent pairers never lock the same ticket, so nobody is paired twice. A pairer
+that finds fewer than two unlocked tickets while two or more are waiting (the others
+are locked by concurrent pairers, who may release one each) tries again after a
+short random pause, until at most one ticket of the pool is waiting: two waiting
+users are never left unpaired, whoever joined last sees the other (its ticket was
+committed before it looked).
 
 Everything here is synchronous ORM code run in worker threads; the consumer sends
 the notifications (`match.paired`, `match.room_ended`) through the channel layer.
@@ -16,8 +18,10 @@ the notifications (`match.paired`, `match.room_ended`) through the channel layer
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,12 +31,16 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
+from chatbase.core import metrics
 from conversations import services as conversation_services
+from conversations.matchmaking.batching import Coalescer
 from conversations.matchmaking.models import MatchRoom, MatchTicket
 from conversations.models import Conversation
+
+logger = logging.getLogger(__name__)
 
 # This process: its heartbeat keeps its tickets alive.
 INSTANCE = uuid.uuid4().hex
@@ -108,85 +116,139 @@ def waiting_tickets(*, pool: str, now: datetime | None = None) -> QuerySet[Match
     return MatchTicket.objects.filter(pool=pool, room__isnull=True, heartbeat_at__gte=_fresh_after(now))
 
 
+@dataclass(frozen=True)
+class JoinRequest:
+    user_id: str
+    channel_name: str
+    profile: dict
+    pool: str = ""
+    bot_conversation_id: int | None = None
+
+
+def tickets_join(requests: Sequence[JoinRequest]) -> list[tuple[MatchTicket, Departure | None]]:
+    """Queue the users (in one transaction; the caller holds it). A ticket a user
+    already had (another socket, or a crashed process's) is replaced: the Departure
+    says whom to tell. The same user twice in one batch: the later socket wins."""
+    latest = {request.user_id: request for request in requests}
+    if len(latest) < len(requests):
+        # Rare (two sockets of one user in the same instant): one after the other.
+        return [result for request in requests for result in tickets_join([request])]
+    departures: dict[str, Departure] = {}
+    for old in MatchTicket.objects.select_for_update().filter(user_id__in=list(latest)).order_by("pk"):
+        departure = _ticket_remove(old, reason="replaced", peer_reason="peer_disconnected")
+        departure.replaced_channel = old.channel_name
+        departures[old.user_id] = departure
+    now = timezone.now()
+    tickets = MatchTicket.objects.bulk_create(
+        MatchTicket(
+            user_id=request.user_id,
+            channel_name=request.channel_name,
+            instance=INSTANCE,
+            pool=request.pool,
+            profile=request.profile,
+            bot_conversation_id=request.bot_conversation_id,
+            joined_at=now,
+            heartbeat_at=now,
+        )
+        for request in requests
+    )
+    return [(ticket, departures.get(ticket.user_id)) for ticket in tickets]
+
+
+async def join(request: JoinRequest) -> tuple[MatchTicket, Departure | None]:
+    """Queue a user, in one transaction with every other join of this moment in this
+    process; then this process's pairer of the pool runs."""
+    try:
+        ticket, departure, waiting = await _joins.submit(request)
+    except IntegrityError:
+        # The same user was queued by another process at the same moment: replace it.
+        ticket, departure = await db(ticket_join)(
+            user_id=request.user_id,
+            channel_name=request.channel_name,
+            profile=request.profile,
+            pool=request.pool,
+            bot_conversation_id=request.bot_conversation_id,
+        )
+        waiting = 2
+    # Counted after the commit: of two users joining one pool at once (any process),
+    # whoever counts last sees both, and pairs them.
+    if waiting >= 2:
+        pairing_kick(ticket.pool)
+    return ticket, departure
+
+
+def _waiting_counted(requests, results):
+    """After the joins committed: each with how many wait in its pool."""
+    pools = {ticket.pool for ticket, _ in results}
+    counts = dict(
+        MatchTicket.objects.filter(pool__in=pools, room__isnull=True, heartbeat_at__gte=_fresh_after(timezone.now()))
+        .values_list("pool")
+        .annotate(waiting=Count("pk"))
+        .order_by()
+    )
+    return [(ticket, departure, counts.get(ticket.pool, 0)) for ticket, departure in results]
+
+
 def ticket_join(
     *, user_id: str, channel_name: str, profile: dict, pool: str = "", bot_conversation_id: int | None = None
 ) -> tuple[MatchTicket, Departure | None]:
-    """Queue the user. A ticket they already had (another socket, or a crashed
-    process's) is replaced: the returned Departure says whom to tell."""
+    """Queue one user (see tickets_join)."""
+    request = JoinRequest(user_id, channel_name, profile, pool, bot_conversation_id)
     for _ in range(3):
         try:
-            return _ticket_join(
-                user_id=user_id,
-                channel_name=channel_name,
-                profile=profile,
-                pool=pool,
-                bot_conversation_id=bot_conversation_id,
-            )
+            with transaction.atomic():
+                return tickets_join([request])[0]
         except IntegrityError:
             continue  # the same user joined at the same moment elsewhere: replace that one
     raise IntegrityError(f"Could not queue {user_id!r}: it keeps being queued concurrently.")
 
 
-@transaction.atomic
-def _ticket_join(*, user_id, channel_name, profile, pool, bot_conversation_id):
-    departure = None
-    old = MatchTicket.objects.select_for_update().filter(user_id=user_id).first()
-    if old is not None:
-        departure = _ticket_remove(old, reason="replaced", peer_reason="peer_disconnected")
-        departure.replaced_channel = old.channel_name
-    now = timezone.now()
-    with transaction.atomic():
-        ticket = MatchTicket.objects.create(
-            user_id=user_id,
-            channel_name=channel_name,
-            instance=INSTANCE,
-            pool=pool,
-            profile=profile,
-            bot_conversation_id=bot_conversation_id,
-            joined_at=now,
-            heartbeat_at=now,
-        )
-    return ticket, departure
+# Pairs formed in one transaction at most.
+PAIR_BATCH = 50
+
+
+_joins: Coalescer[JoinRequest, tuple[MatchTicket, Departure | None, int]] = Coalescer(
+    tickets_join, run=db, then=_waiting_counted
+)
 
 
 @transaction.atomic
-def _pair_once(*, pool: str) -> Pairing | None:
+def _pairs_make(*, pool: str) -> list[Pairing]:
     tickets = list(
-        waiting_tickets(pool=pool).order_by("joined_at", "id").select_for_update(skip_locked=True, of=("self",))[:2]
+        waiting_tickets(pool=pool)
+        .order_by("joined_at", "id")
+        .select_for_update(skip_locked=True, of=("self",))[: 2 * PAIR_BATCH]
     )
-    if len(tickets) < 2:
-        return None
-    first, second = tickets
-    room = MatchRoom.objects.create(user_a=first.user_id, user_b=second.user_id, pool=pool)
-    MatchTicket.objects.filter(pk__in=[first.pk, second.pk]).update(room=room)
-    return Pairing(room_id=str(room.pk), group=room.group, seats=(_seat(first), _seat(second)))
+    pairs = list(zip(tickets[0::2], tickets[1::2], strict=False))
+    if not pairs:
+        return []
+    rooms = MatchRoom.objects.bulk_create(MatchRoom(user_a=a.user_id, user_b=b.user_id, pool=pool) for a, b in pairs)
+    for (first, second), room in zip(pairs, rooms, strict=True):
+        first.room = second.room = room
+    MatchTicket.objects.bulk_update([ticket for pair in pairs for ticket in pair], ["room"])
+    return [
+        Pairing(room_id=str(room.pk), group=room.group, seats=(_seat(first), _seat(second)))
+        for (first, second), room in zip(pairs, rooms, strict=True)
+    ]
 
 
-def pair_once(*, pool: str) -> tuple[Pairing | None, int]:
-    """Pair the two oldest unlocked waiting tickets; else say how many are waiting."""
-    pairing = _pair_once(pool=pool)
-    if pairing is not None:
-        return pairing, 0
-    return None, waiting_tickets(pool=pool).count()
+def pairs_make(*, pool: str) -> tuple[list[Pairing], int]:
+    """Pair the pool's oldest unlocked waiting tickets, two by two, in joining order
+    (up to PAIR_BATCH pairs); if none, say how many are waiting."""
+    pairings = _pairs_make(pool=pool)
+    if pairings:
+        return pairings, 0
+    return [], waiting_tickets(pool=pool).count()
 
 
-def ticket_join_and_pair(**kwargs) -> tuple[MatchTicket, Departure | None, tuple[Pairing | None, int]]:
-    """Queue the user, then (committed, in a transaction of its own) try one pairing:
-    one trip to a database thread for the common case of a join."""
-    ticket, departure = ticket_join(**kwargs)
-    return ticket, departure, pair_once(pool=ticket.pool)
-
-
-async def pairs_claim(*, pool: str, first: tuple[Pairing | None, int] | None = None) -> list[Pairing]:
-    """Pair the pool's waiting tickets, oldest first, until at most one is waiting
-    (`first`: the result of a pair_once the caller already ran)."""
+async def pairs_claim(*, pool: str) -> list[Pairing]:
+    """Pair the pool's waiting tickets, oldest first, until at most one is waiting."""
     pairings: list[Pairing] = []
     attempt = 0
     while attempt < PAIR_MAX_ATTEMPTS:
-        pairing, waiting = first if first is not None else await db(pair_once)(pool=pool)
-        first = None
-        if pairing is not None:
-            pairings.append(pairing)
+        made, waiting = await db(pairs_make)(pool=pool)
+        if made:
+            pairings.extend(made)
             attempt = 0
             continue
         if waiting < 2:
@@ -196,6 +258,54 @@ async def pairs_claim(*, pool: str, first: tuple[Pairing | None, int] | None = N
         attempt += 1
         await asyncio.sleep(random.uniform(0.001, min(PAIR_RETRY_MAX_SECONDS, 0.002 * attempt)))
     return pairings
+
+
+class _Pairer:
+    """One pairing task per pool in each process, however many sockets just joined.
+
+    Each join used to run its own pairing transaction, all contending for the same
+    rows. A join now asks this process's pairer of its pool to run (again, if it is
+    running: a ticket committed after its last look must be seen); processes still
+    contend with each other, which SKIP LOCKED and the retries above resolve.
+    """
+
+    def __init__(self):
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._again: set[str] = set()
+
+    def kick(self, pool: str) -> asyncio.Task:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._tasks, self._again = loop, {}, set()
+        task = self._tasks.get(pool)
+        if task is not None and not task.done():
+            self._again.add(pool)
+            return task
+        task = self._tasks[pool] = loop.create_task(self._run(pool))
+        return task
+
+    async def _run(self, pool: str) -> None:
+        while True:
+            self._again.discard(pool)
+            try:
+                pairings = await pairs_claim(pool=pool)
+                if pairings:
+                    metrics.match_pairs.inc(len(pairings))
+                    await asyncio.gather(*(pairing_announce(pairing) for pairing in pairings))
+            except Exception:
+                # The tickets stay waiting: the next join, or the heartbeat, pairs them.
+                logger.exception("pairing in pool %r failed", pool)
+            if pool not in self._again:
+                return
+
+
+pairer = _Pairer()
+
+
+def pairing_kick(pool: str) -> asyncio.Task:
+    """Have this process pair the pool's waiting tickets (soon, once)."""
+    return pairer.kick(pool)
 
 
 def _ticket_remove(ticket: MatchTicket, *, reason: str, peer_reason: str) -> Departure:

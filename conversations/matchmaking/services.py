@@ -11,8 +11,12 @@ import hashlib
 import hmac
 import logging
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -25,7 +29,8 @@ from chatbase.core import services as core_services
 from chatbase.core.errors import NotAuthenticated, NotFound, Unavailable, ValidationFailed
 from conversations import services as conversation_services
 from conversations.matchmaking import queue
-from conversations.matchmaking.models import MatchRoom, MatchTicket
+from conversations.matchmaking.batching import Coalescer
+from conversations.matchmaking.models import MatchMessage, MatchRoom, MatchTicket
 from conversations.models import Conversation
 
 logger = logging.getLogger(__name__)
@@ -140,6 +145,20 @@ def session_welcome(conversation: Conversation) -> str:
     return personalise(bot.welcome_message, bot_name=bot.name, profile=conversation.profile)
 
 
+def _session_new(
+    *, user_id: str, profile: object, source: str, template: str | None = None, bot: Bot | None = None
+) -> Conversation:
+    profile = conversation_services.profile_clean(profile)
+    return Conversation(
+        bot=bot or matchmaking_bot(),
+        visitor_id=f"user:{user_id}",
+        channel=Conversation.Channel.MATCHMAKING,
+        profile=profile,
+        template=template_for_profile(profile=profile, explicit=template),
+        metadata={"source": source, "user_id": user_id},
+    )
+
+
 def session_start(
     *,
     user_id: str,
@@ -149,41 +168,94 @@ def session_start(
     bot: Bot | None = None,
 ) -> Conversation:
     """A bot session for an app's user, personalised with their profile."""
-    profile = conversation_services.profile_clean(profile)
-    bot = bot or matchmaking_bot()
-    chosen = template_for_profile(profile=profile, explicit=template)
+    session = _session_new(user_id=user_id, profile=profile, source=source, template=template, bot=bot)
     conversation = conversation_services.conversation_start(
-        bot=bot,
-        visitor_id=f"user:{user_id}",
-        channel=Conversation.Channel.MATCHMAKING,
-        profile=profile,
-        template=chosen,
-        metadata={"source": source, "user_id": user_id},
+        bot=session.bot,
+        visitor_id=session.visitor_id,
+        channel=session.channel,
+        profile=session.profile,
+        template=session.template,
+        metadata=session.metadata,
     )
-    conversation.bot = bot
-    conversation.template = chosen
+    conversation.bot = session.bot
+    conversation.template = session.template
     return conversation
 
 
+@transaction.atomic
 def session_end(*, conversation: Conversation, reason: str) -> Conversation:
-    return conversation_services.conversation_end(conversation=conversation, reason=reason)
+    """End a bot session. A /ws/match/ socket it keeps company (the app ended it over the
+    API) is told after commit: it gets `session.ended` and keeps waiting for a human."""
+    ticket = MatchTicket.objects.filter(bot_conversation=conversation).first()
+    conversation = conversation_services.conversation_end(conversation=conversation, reason=reason)
+    if ticket is not None:
+        MatchTicket.objects.filter(pk=ticket.pk, bot_conversation=conversation).update(bot_conversation=None)
+        event = {"type": "match.bot_ended", "conversation_id": conversation.pk, "reason": reason}
+        channel = ticket.channel_name
+        transaction.on_commit(lambda: async_to_sync(get_channel_layer().send)(channel, event), robust=True)
+    return conversation
+
+
+@transaction.atomic
+def room_message_add(*, room_id: str, user_id: str, text: str, client_id: str = "") -> MatchMessage:
+    """What a human wrote in their room, stored before it is relayed to the other."""
+    if not MatchRoom.objects.filter(pk=room_id, ended_at__isnull=True).exists():
+        raise ValidationFailed("This room has ended.", code="room_ended")
+    return MatchMessage.objects.create(room_id=room_id, user_id=user_id, text=text, client_id=client_id[:64])
 
 
 def session_user_id(conversation: Conversation) -> str:
     return conversation.visitor_id.removeprefix("user:")
 
 
+@dataclass(frozen=True)
+class FallbackRequest:
+    ticket_id: int
+    user_id: str
+    profile: dict
+
+
 @transaction.atomic
-def ticket_bot_start(*, ticket_id: int, user_id: str, profile: dict) -> Conversation | None:
-    """The fallback: a bot session for a ticket still waiting, attached to it in the same
-    transaction (None when a pairer put it in a room first, or it is gone)."""
-    # Waits for a pairer holding the ticket; then sees the room it made.
-    waiting = MatchTicket.objects.select_for_update().filter(pk=ticket_id, room__isnull=True).exists()
+def tickets_bot_start(requests: Sequence[FallbackRequest]) -> list[Conversation | None]:
+    """The fallback of each ticket still waiting: a bot session, attached to it in the
+    same transaction; None for a ticket a pairer put in a room first, or that is gone.
+    Fallbacks due at the same moment (their users joined in the same burst) share the
+    transaction and one INSERT."""
+    # Waits for a pairer holding a ticket; then sees the room it made.
+    waiting = set(
+        MatchTicket.objects.select_for_update()
+        .filter(pk__in=[r.ticket_id for r in requests], room__isnull=True)
+        .values_list("pk", flat=True)
+    )
     if not waiting:
-        return None
-    conversation = session_start(user_id=user_id, profile=profile, source="websocket")
-    MatchTicket.objects.filter(pk=ticket_id).update(bot_conversation=conversation)
-    return conversation
+        return [None] * len(requests)
+    bot = matchmaking_bot()
+    chosen = [request for request in requests if request.ticket_id in waiting]
+    sessions = conversation_services.conversations_start(
+        conversations=[
+            _session_new(user_id=request.user_id, profile=request.profile, source="websocket", bot=bot)
+            for request in chosen
+        ]
+    )
+    tickets = [
+        MatchTicket(pk=r.ticket_id, bot_conversation=session) for r, session in zip(chosen, sessions, strict=True)
+    ]
+    MatchTicket.objects.bulk_update(tickets, ["bot_conversation"])
+    by_ticket = {request.ticket_id: session for request, session in zip(chosen, sessions, strict=True)}
+    return [by_ticket.get(request.ticket_id) for request in requests]
+
+
+def ticket_bot_start(*, ticket_id: int, user_id: str, profile: dict) -> Conversation | None:
+    """The fallback of one ticket (see tickets_bot_start)."""
+    return tickets_bot_start([FallbackRequest(ticket_id, user_id, profile)])[0]
+
+
+_fallbacks: Coalescer[FallbackRequest, Conversation | None] = Coalescer(tickets_bot_start, run=queue.db)
+
+
+async def bot_start(*, ticket_id: int, user_id: str, profile: dict) -> Conversation | None:
+    """ticket_bot_start from the consumer, with every fallback due at the same moment."""
+    return await _fallbacks.submit(FallbackRequest(ticket_id, user_id, profile))
 
 
 def tickets_sweep(*, now: datetime | None = None) -> int:

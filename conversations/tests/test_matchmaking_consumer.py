@@ -12,7 +12,7 @@ from channels.testing import WebsocketCommunicator
 
 from chatbase.asgi import application
 from chatbase.testing.fake_llm import Script
-from conversations.matchmaking.models import MatchRoom, MatchTicket
+from conversations.matchmaking.models import MatchMessage, MatchRoom, MatchTicket
 from conversations.models import Conversation, Message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -90,12 +90,20 @@ async def test_two_users_match_and_talk(no_fallback):
     assert found_a["room"] == found_b["room"]
     assert found_a["peer"] == {"name": "Bob"} and found_b["peer"] == {"name": "Alice"}
 
-    await alice.send_json_to({"type": "message.send", "text": "hi Bob!"})
-    assert await bob.receive_json_from(timeout=5) == {"type": "message", "from": "peer", "text": "hi Bob!"}
+    await alice.send_json_to({"type": "message.send", "text": "hi Bob!", "client_id": "a1"})
+    ack = await alice.receive_json_from(timeout=5)
+    assert ack["type"] == "message.ack" and ack["client_id"] == "a1"
+    heard = await bob.receive_json_from(timeout=5)
+    assert heard == {"type": "message", "from": "peer", "text": "hi Bob!", "message_id": ack["message_id"]}
     await bob.send_json_to({"type": "message.send", "text": "hey Alice"})
-    assert await alice.receive_json_from(timeout=5) == {"type": "message", "from": "peer", "text": "hey Alice"}
+    assert (await bob.receive_json_from(timeout=5))["type"] == "message.ack"
+    assert (await alice.receive_json_from(timeout=5))["text"] == "hey Alice"
     # A sender does not get its own message back.
     assert await alice.receive_nothing(timeout=0.2)
+    # Both were stored (for moderation), in order, before they were relayed.
+    stored = await rows(MatchMessage, room_id=found_a["room"])
+    assert [(m.user_id, m.text) for m in stored] == [("alice", "hi Bob!"), ("bob", "hey Alice")]
+    assert stored[0].pk == ack["message_id"] and stored[0].client_id == "a1"
 
     room = (await rows(MatchRoom))[0]
     assert {room.user_a, room.user_b} == {"alice", "bob"} and str(room.pk) == found_a["room"]
@@ -191,7 +199,8 @@ async def test_a_human_takes_over_from_the_bot(settings, fake_llm):
     assert len(answers) == 1 and answers[0].incomplete and answers[0].text
     # The two humans now talk to each other.
     await bob.send_json_to({"type": "message.send", "text": "hi, I'm Bob"})
-    assert (await frame_of(alice, "message"))[0] == {"type": "message", "from": "peer", "text": "hi, I'm Bob"}
+    heard = (await frame_of(alice, "message"))[0]
+    assert (heard["from"], heard["text"]) == ("peer", "hi, I'm Bob")
     await alice.disconnect()
     await bob.disconnect()
 
@@ -318,9 +327,30 @@ async def test_messages_are_rate_limited_per_user(settings, no_fallback):
     for i in range(3):
         await alice.send_json_to({"type": "message.send", "text": f"m{i}"})
     await alice.send_json_to({"type": "message.send", "text": "one too many"})
-    error = await alice.receive_json_from(timeout=5)
-    assert error["type"] == "error" and error["code"] == "rate_limited"
+    frames = [await alice.receive_json_from(timeout=5) for _ in range(4)]
+    assert [f["type"] for f in frames] == ["message.ack"] * 3 + ["error"]
+    assert frames[-1]["code"] == "rate_limited"
     texts = [(await bob.receive_json_from(timeout=5))["text"] for _ in range(3)]
     assert texts == ["m0", "m1", "m2"] and await bob.receive_nothing(timeout=0.2)
+    await alice.disconnect()
+    await bob.disconnect()
+
+
+async def test_the_app_ending_the_bot_session_tells_the_socket_which_keeps_waiting(fast_fallback, fake_llm, settings):
+    from conversations.matchmaking import services as match_services
+
+    alice = await join("alice")
+    connected, _ = await frame_of(alice, "bot.connected")
+    conversation = (await rows(Conversation, pk=connected["conversation_id"]))[0]
+    # What POST /api/v1/sessions/{id}/end/ does.
+    await database_sync_to_async(match_services.session_end)(conversation=conversation, reason="ended_by_app")
+    ended, _ = await frame_of(alice, "session.ended")
+    assert ended == {"type": "session.ended", "reason": "ended_by_app", "conversation_id": conversation.pk}
+    await alice.send_json_to({"type": "message.send", "text": "still there?"})
+    assert "keep waiting" in (await frame_of(alice, "error"))[0]["detail"]  # no bot now...
+    ticket = (await rows(MatchTicket, user_id="alice"))[0]
+    assert ticket.room_id is None and ticket.bot_conversation_id is None
+    bob = await join("bob")  # ...but still in the queue for a human
+    assert (await frame_of(alice, "match.found"))[0]["peer"] == {"name": "Bob"}
     await alice.disconnect()
     await bob.disconnect()

@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from conversations.matchmaking import queue, services
@@ -127,3 +127,78 @@ def test_the_companion_bot_is_created_once():
     bots = []
     in_threads(4, lambda i: bots.append(services.matchmaking_bot().pk))
     assert len(set(bots)) == 1
+
+
+# --- batches: the joins and pairings of one moment share a transaction ------------------
+
+
+def test_a_batch_of_joins_replaces_old_tickets_and_keeps_order():
+    old, _ = queue.ticket_join(user_id="u1", channel_name="old-socket", profile={})
+    requests = [
+        queue.JoinRequest(user_id="u1", channel_name="new-socket", profile={"name": "One"}),
+        queue.JoinRequest(user_id="u2", channel_name="c2", profile={}),
+        queue.JoinRequest(user_id="u3", channel_name="c3", profile={}, pool="other"),
+    ]
+    with transaction.atomic():
+        results = queue.tickets_join(requests)
+    assert [ticket.user_id for ticket, _ in results] == ["u1", "u2", "u3"]
+    assert results[0][1].replaced_channel == "old-socket" and results[1][1] is None
+    assert not MatchTicket.objects.filter(pk=old.pk).exists()
+    assert MatchTicket.objects.get(user_id="u1").channel_name == "new-socket"
+    assert MatchTicket.objects.get(user_id="u3").pool == "other"
+
+
+def test_the_same_user_twice_in_a_batch_keeps_the_later_socket():
+    requests = [queue.JoinRequest(user_id="u1", channel_name=f"socket-{i}", profile={}) for i in range(2)]
+    with transaction.atomic():
+        _, (ticket, departure) = queue.tickets_join(requests)
+    assert departure.replaced_channel == "socket-0"
+    assert list(MatchTicket.objects.values_list("pk", "channel_name")) == [(ticket.pk, "socket-1")]
+
+
+def test_one_transaction_pairs_many_in_joining_order():
+    for i in range(7):
+        queue.ticket_join(user_id=f"u{i}", channel_name=f"c{i}", profile={})
+    pairings, waiting = queue.pairs_make(pool="")
+    assert [(p.seats[0].user_id, p.seats[1].user_id) for p in pairings] == [("u0", "u1"), ("u2", "u3"), ("u4", "u5")]
+    assert waiting == 0 and MatchRoom.objects.count() == 3
+    assert list(MatchTicket.objects.filter(room__isnull=True).values_list("user_id", flat=True)) == ["u6"]
+    assert queue.pairs_make(pool="") == ([], 1)
+
+
+def test_a_coalescer_batches_what_waits_and_fails_only_the_bad_item():
+    from conversations.matchmaking.batching import Coalescer
+
+    batches = []
+
+    def create(items):
+        batches.append(list(items))
+        if "bad" in items:
+            raise ValueError("bad item")
+        return [MatchRoom.objects.create(user_a=item, user_b=item).user_a for item in items]
+
+    coalescer = Coalescer(create, run=queue.db)
+
+    async def scenario():
+        return await asyncio.gather(
+            *(coalescer.submit(item) for item in ["a", "b", "bad", "c"]), return_exceptions=True
+        )
+
+    results = asyncio.run(scenario())
+    assert results[:2] == ["a", "b"] and isinstance(results[2], ValueError) and results[3] == "c"
+    # One batch for the four; it failed, so each was tried alone (in its own transaction).
+    assert batches == [["a", "b", "bad", "c"], ["a"], ["b"], ["bad"], ["c"]]
+    assert sorted(MatchRoom.objects.values_list("user_a", flat=True)) == ["a", "b", "c"]
+
+
+def test_fallbacks_due_together_start_in_one_transaction_except_for_the_paired():
+    waiting = [queue.ticket_join(user_id=f"w{i}", channel_name=f"c{i}", profile={"name": f"W{i}"})[0] for i in range(3)]
+    queue.ticket_join(user_id="x", channel_name="cx", profile={})
+    MatchTicket.objects.filter(pk=waiting[1].pk).update(room=MatchRoom.objects.create(user_a="w1", user_b="x"))
+    requests = [services.FallbackRequest(t.pk, t.user_id, t.profile) for t in waiting]
+    with transaction.atomic():
+        sessions = services.tickets_bot_start(requests)
+    assert sessions[1] is None and sessions[0] and sessions[2]
+    assert sessions[0].profile == {"name": "W0"} and sessions[0].visitor_id == "user:w0"
+    attached = dict(MatchTicket.objects.filter(user_id__startswith="w").values_list("user_id", "bot_conversation_id"))
+    assert attached == {"w0": sessions[0].pk, "w1": None, "w2": sessions[2].pk}
