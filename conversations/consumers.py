@@ -32,6 +32,7 @@ from conversations.identity import (
     visitor_token_read,
 )
 from conversations.models import Conversation, Message
+from geo.iplookup import ip_anonymise
 from leads import services as lead_services
 
 logger = logging.getLogger(__name__)
@@ -135,10 +136,7 @@ class ChatConsumer(JsonConsumer):
         # A missing, foreign or expired token gets a new visitor; a valid one is re-signed.
         self.visitor_id, self.visitor_token = visitor_token_issue(bot=bot, visitor_id=visitor_id)
         self.conversation = await db_call(services.conversation_open)(
-            bot=bot,
-            visitor_id=self.visitor_id,
-            channel=Conversation.Channel.WIDGET,
-            metadata={"origin": self.origin},
+            bot=bot, visitor_id=self.visitor_id, channel=Conversation.Channel.WIDGET, metadata=self._metadata()
         )
         if verified_id:
             # Everything this user said to the bot, from any device.
@@ -167,6 +165,15 @@ class ChatConsumer(JsonConsumer):
                 "identity": {"user_id": verified_id.removeprefix(VERIFIED_PREFIX)} if verified_id else None,
             }
         )
+
+    def _metadata(self) -> dict:
+        # The visitor's /24 (never the full address): a lead found later in what they
+        # write is located from it, as a lead from the form is.
+        metadata = {"origin": self.origin}
+        anonymised = ip_anonymise(self.ip)
+        if anonymised:
+            metadata["ip_anonymised"] = anonymised
+        return metadata
 
     def _verified_visitor(self, bot, query: dict[str, str]) -> str | None:
         """The verified visitor id of a site user, None for an anonymous visitor;
@@ -248,7 +255,7 @@ class ChatConsumer(JsonConsumer):
                 raise
         # Ended while the socket was open (idle for a day): carry on in a new one.
         self.conversation = await db_call(services.conversation_open)(
-            bot=self.bot, visitor_id=self.visitor_id, channel=Conversation.Channel.WIDGET
+            bot=self.bot, visitor_id=self.visitor_id, channel=Conversation.Channel.WIDGET, metadata=self._metadata()
         )
         return await db_call(services.message_user_add)(conversation=self.conversation, text=text, client_id=client_id)
 

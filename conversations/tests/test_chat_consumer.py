@@ -260,3 +260,11 @@ async def test_a_conversation_ended_while_connected_continues_in_a_new_one(shop_
     assert message.conversation_id != ready["conversation_id"]
     await receive_until(comm, "answer.done")
     await comm.disconnect()
+
+
+async def test_the_conversation_keeps_only_the_visitors_anonymised_network(shop_bot):
+    comm, ready = await connect(shop_bot, ip="203.0.113.9")
+    conversation = await database_sync_to_async(Conversation.objects.get)(pk=ready["conversation_id"])
+    # What a lead found later in the visitor's messages is located from (never the full address).
+    assert conversation.metadata == {"origin": ORIGIN, "ip_anonymised": "203.0.113.0"}
+    await comm.disconnect()
