@@ -62,6 +62,8 @@ class _Heartbeat:
             try:
                 await db(queue.tickets_heartbeat)()
                 await db(services.tickets_sweep)()
+                for pool in await db(queue.pools_pairable)():
+                    queue.pairing_kick(pool)
             except Exception:
                 logger.exception("matchmaking heartbeat failed")
 

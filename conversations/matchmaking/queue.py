@@ -294,13 +294,27 @@ class _Pairer:
                     metrics.match_pairs.inc(len(pairings))
                     await asyncio.gather(*(pairing_announce(pairing) for pairing in pairings))
             except Exception:
-                # The tickets stay waiting: the next join, or the heartbeat, pairs them.
+                # The tickets stay waiting: the next join, or the heartbeat's
+                # pools_pairable() check, pairs them.
                 logger.exception("pairing in pool %r failed", pool)
             if pool not in self._again:
                 return
 
 
 pairer = _Pairer()
+
+
+def pools_pairable() -> list[str]:
+    """Pools where two or more tickets wait: a pairing that failed (the database was
+    away) left them so, and no join in that pool may come to retry it."""
+    return list(
+        MatchTicket.objects.filter(room__isnull=True, heartbeat_at__gte=_fresh_after(timezone.now()))
+        .values("pool")
+        .annotate(waiting=Count("pk"))
+        .filter(waiting__gte=2)
+        .order_by("pool")
+        .values_list("pool", flat=True)
+    )
 
 
 def pairing_kick(pool: str) -> asyncio.Task:

@@ -354,3 +354,27 @@ async def test_the_app_ending_the_bot_session_tells_the_socket_which_keeps_waiti
     assert (await frame_of(alice, "match.found"))[0]["peer"] == {"name": "Bob"}
     await alice.disconnect()
     await bob.disconnect()
+
+
+async def test_a_pairing_that_failed_is_retried_by_the_heartbeat(no_fallback, settings, monkeypatch):
+    from django.db import OperationalError
+
+    from conversations.matchmaking import queue
+
+    settings.MATCH_HEARTBEAT_SECONDS = 0.3
+    real = queue.pairs_make
+    failures = [OperationalError("the database went away")]
+
+    def flaky(**kwargs):
+        if failures:
+            raise failures.pop()
+        return real(**kwargs)
+
+    monkeypatch.setattr(queue, "pairs_make", flaky)
+    alice = await join("alice")
+    bob = await join("bob")  # its pairing fails; no third user comes to retry it
+    found, _ = await frame_of(alice, "match.found")
+    assert found["peer"] == {"name": "Bob"} and not failures
+    assert (await frame_of(bob, "match.found"))[0]["room"] == found["room"]
+    await alice.disconnect()
+    await bob.disconnect()
