@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Protocol
 
 from django.conf import settings
@@ -111,8 +112,13 @@ class _BaseEmbedder(ABC):
         cached = self._query_cache.get(text)
         if cached is not None:
             return cached
-        # A fresh list: the future's value is shared by every caller that waited for it.
-        return list(self._queries.submit(text).result())
+        try:
+            # A fresh list: the future's value is shared by every caller that waited for it.
+            return list(self._queries.submit(text).result(timeout=settings.EMBEDDING_TIMEOUT_SECONDS))
+        except FutureTimeout as exc:
+            # A caller never waits forever on a stuck model or a backlog: the chat answers
+            # `unavailable` and the question (already stored) can be asked again.
+            raise Unavailable("The embedding model is overloaded; try again shortly.") from exc
 
     def prefetch_query(self, text: str) -> None:
         """Start embedding a query in the background; a later embed_query gets it.
@@ -135,9 +141,9 @@ class _QueryBatcher:
     callers' threads, several model passes ran at the same time, each with its own
     intra-op threads on the same cores, and each paid the whole per-pass overhead:
     on 2 cores one short query costs ~5.7 ms alone and ~1.4 ms in a pass of 16
-    (docs/performance.md). This thread takes whatever is waiting, shortest first
-    (a pass is padded to its longest text), up to QUERY_BATCH at a time: a lone
-    query waits for nobody and a burst costs a fraction of its size. A query that
+    (docs/performance.md). This thread takes whatever is waiting, oldest first, up to
+    QUERY_BATCH at a time: a lone query waits for nobody and a burst costs a fraction
+    of its size. A query that
     is already waiting or being embedded is not embedded twice.
     """
 
@@ -168,7 +174,9 @@ class _QueryBatcher:
             with self._condition:
                 while not self._waiting:
                     self._condition.wait()
-                texts = sorted(self._waiting, key=len)[:QUERY_BATCH]
+                # The oldest first (a long question must not wait behind a stream of short
+                # ones), shortest first within the pass: a pass is padded to its longest.
+                texts = sorted(list(self._waiting)[:QUERY_BATCH], key=len)
                 batch = {text: self._waiting.pop(text) for text in texts}
                 self._running.update(batch)
             try:
@@ -327,8 +335,10 @@ def scripted_encoder(model) -> ScriptedEncoder | None:
         try:
             encoder = ScriptedEncoder(model)
             expected = model.encode(_SCRIPTED_PROBES, normalize_embeddings=True, show_progress_bar=False)
+            # Padded together, and each alone (unpadded: the graph was traced padded).
             got = encoder.encode(_SCRIPTED_PROBES, batch_size=len(_SCRIPTED_PROBES))
-            similarity = min(float(e @ g) for e, g in zip(expected, got, strict=True))
+            alone = encoder.encode(_SCRIPTED_PROBES, batch_size=1)
+            similarity = min(float(e @ g) for e, g in zip([*expected, *expected], [*got, *alone], strict=True))
             if similarity < 0.9999:
                 logger.warning("The traced embedding model disagrees (cosine %.6f); using the eager one.", similarity)
                 encoder = None

@@ -19,6 +19,8 @@ fewer than k rows. Two plans avoid that, picked by the bot's chunk count:
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -34,6 +36,8 @@ from bots.models import TEXT_SEARCH_CONFIG, Bot, Chunk, Document, PromptTemplate
 from chatbase.core import metrics
 from chatbase.core.errors import NotFound
 from chatbase.core.models import User
+
+logger = logging.getLogger(__name__)
 
 SEARCH_MODES = ("hybrid", "vector", "text")
 
@@ -302,9 +306,11 @@ def chunk_search_by_vector(
 # Two each: the full-text half waits on PostgreSQL, and more Python threads would only
 # contend with the event loop for the GIL (see chatbase.core.db).
 _retrieval_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="retrieval")
-# Searches started ahead of their reader run here: each waits on the pool above
-# (its full-text half), so sharing that pool could leave it full of waiters.
-_prefetch_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="retrieval-prefetch")
+# Searches started ahead of their reader, or awaited by async code, run here: each waits
+# on the pool above (its full-text half), so sharing that pool could leave it full of
+# waiters. Four: they mostly wait (the query batcher, PostgreSQL), and fewer would cap
+# how many questions reach the batcher together.
+_search_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="retrieval-search")
 PREFETCH_KEEP_SECONDS = 30
 PREFETCH_MAX_PENDING = 256
 
@@ -339,7 +345,7 @@ class _Prefetches:
             ):
                 self._items.popitem(last=False)
             if key not in self._items:
-                self._items[key] = (now, _prefetch_threads.submit(search))
+                self._items[key] = (now, _search_threads.submit(search))
 
     def take(self, key: tuple) -> Future | None:
         with self._lock:
@@ -357,18 +363,33 @@ def _prefetch_key(bot: Bot, query: str, k: int) -> tuple:
     return (bot.pk, bot.chunk_count, query, k)
 
 
-def chunk_search_prefetch(*, bot: Bot, query: str, k: int) -> None:
-    """Start the hybrid search `chunk_search(bot=bot, query=query, k=k)` will need."""
-    if not query or not bot.chunk_count:
-        return
-
+def _hybrid_search_in_thread(bot: Bot, query: str, k: int):
     def search() -> list[SearchResult]:
         try:
             return _chunk_search(bot=bot, query=query, k=k, mode="hybrid")
         finally:
-            connections.close_all()
+            connections.close_all()  # this thread's connection goes back to the pool
 
-    _prefetches.start(_prefetch_key(bot, query, k), search)
+    return search
+
+
+def chunk_search_prefetch(*, bot: Bot, query: str, k: int) -> None:
+    """Start the hybrid search `chunk_search(bot=bot, query=query, k=k)` will need."""
+    if not query or not bot.chunk_count:
+        return
+    _prefetches.start(_prefetch_key(bot, query, k), _hybrid_search_in_thread(bot, query, k))
+
+
+async def chunk_search_async(*, bot: Bot, query: str, k: int) -> list[SearchResult]:
+    """The hybrid `chunk_search` for async code: the prefetched search if one was started,
+    else one on the search threads; the caller's thread waits for neither."""
+    prefetched = _prefetches.take(_prefetch_key(bot, query, k))
+    if prefetched is not None:
+        try:
+            return await asyncio.wrap_future(prefetched)
+        except Exception:  # a hiccup of the early search: searched again below, which reports
+            logger.debug("prefetched search failed; searching again", exc_info=True)
+    return await asyncio.wrap_future(_search_threads.submit(_hybrid_search_in_thread(bot, query, k)))
 
 
 def chunk_search(*, bot: Bot, query: str, k: int = 5, mode: str = "hybrid") -> list[SearchResult]:

@@ -26,9 +26,15 @@ application = ProtocolTypeRouter(
     }
 )
 
+
 # What the server loaded to start (Django, the SDKs, the embedding model: about a million
 # objects) lives as long as the process. Left to the cyclic collector, every full
 # collection walked all of it and stopped every socket for 200-300 ms (bench/streaming.py);
 # frozen, collections only walk what requests create.
-gc.freeze()
-warm_up_in_background(then=gc.freeze)
+def _freeze_heap() -> None:
+    gc.collect()  # garbage made so far is freed first: what is frozen is never collected
+    gc.freeze()
+
+
+_freeze_heap()
+warm_up_in_background(then=_freeze_heap)

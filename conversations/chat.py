@@ -142,34 +142,53 @@ def _owner_of(conversation: Conversation, owner: User | None) -> User | None:
     return owner if owner is not None and owner.pk == conversation.bot.owner_id else None
 
 
-def turn_prepare(*, conversation_id: int, owner: User | None = None) -> Turn:
-    """Everything before the model call: runs in a worker thread (ORM and embedding)."""
+@dataclass
+class TurnContext:
+    """What the turn's prompt is made of, read from the database; its passages come next."""
+
+    conversation: Conversation
+    window: list[Message]
+    template: PromptTemplate | None
+    query: str
+    owner: User | None
+
+    @property
+    def searches(self) -> bool:
+        return bool(self.query and self.conversation.bot.chunk_count)
+
+
+def turn_context(*, conversation_id: int, owner: User | None = None) -> TurnContext:
+    """The conversation, its history window and its personality (a database thread)."""
     conversation = Conversation.objects.select_related("bot", "template", "bot__template").get(pk=conversation_id)
     # Before any spending: the user's message is stored; the answer is what is refused.
     budget_check(conversation=conversation)
-    bot = conversation.bot
     window = selectors.message_window(conversation=conversation, limit=settings.CHAT_HISTORY_MESSAGES)
     recent_user_text = " ".join(m.text for m in window if m.role == Message.Role.USER)[-2000:]
     template = template_select(
-        bot=bot,
+        bot=conversation.bot,
         explicit=conversation.template.slug if conversation.template else None,
         text=recent_user_text,
         profile=conversation.profile,
     )
-    query = _retrieval_query(window)
-    results = bot_selectors.chunk_search(bot=bot, query=query, k=retrieval_k(bot)) if query and bot.chunk_count else []
+    return TurnContext(conversation, window, template, _retrieval_query(window), owner)
+
+
+def turn_build(*, context: TurnContext, results: list[bot_selectors.SearchResult]) -> Turn:
+    """The model request, and the answer's row (a database thread)."""
+    conversation, template = context.conversation, context.template
+    bot = conversation.bot
     # A situational personality (chosen by rules or for this conversation) brings its own
     # temperature; otherwise the bot's owner-set temperature applies.
     situational = template is not None and template.pk != bot.template_id and not template.is_default
-    context = ToolContext(
+    tool_context = ToolContext(
         bot=bot,
         conversation_id=conversation.pk,
-        owner=_owner_of(conversation, owner),
+        owner=_owner_of(conversation, context.owner),
         visitor_id=conversation.visitor_id,
     )
     request = ChatRequest(
         system_prompt=_system_prompt(conversation, template),
-        messages=_history(window, conversation.summary),
+        messages=_history(context.window, conversation.summary),
         passages=[
             Passage(
                 chunk_id=r.chunk_id,
@@ -184,16 +203,25 @@ def turn_prepare(*, conversation_id: int, owner: User | None = None) -> Turn:
         model=bot.model or None,
         temperature=template.temperature if situational else bot.temperature,
         max_tokens=template.max_tokens if template else 600,
-        tools=specs_for(context),
-        tool_context=context,
+        tools=specs_for(tool_context),
+        tool_context=tool_context,
         preferred_provider=bot.provider or None,
     )
-    # Written before the model is called (in this same trip to a database thread), so
-    # the deltas can carry its id. Written beside the model call instead, it waited in
-    # the database queue behind every other socket's work under a burst while the
-    # model's tokens piled up (bench/streaming.py).
+    # Written before the model is called, so the deltas can carry its id. Written beside
+    # the model call instead, it waited in the database queue behind every other
+    # socket's work under a burst while the model's tokens piled up (bench/streaming.py).
     answer = services.message_assistant_begin(conversation=conversation)
     return Turn(conversation=conversation, answer=answer, request=request, passages=results, template=template)
+
+
+def turn_prepare(*, conversation_id: int, owner: User | None = None) -> Turn:
+    """Everything before the model call, in the calling thread (sync callers and tests;
+    answer_stream runs the same three steps without holding a database thread while
+    the search runs)."""
+    context = turn_context(conversation_id=conversation_id, owner=owner)
+    bot = context.conversation.bot
+    results = bot_selectors.chunk_search(bot=bot, query=context.query, k=retrieval_k(bot)) if context.searches else []
+    return turn_build(context=context, results=results)
 
 
 def sources_for(text: str, passages: list[bot_selectors.SearchResult], providers: list[str]) -> list[dict]:
@@ -280,7 +308,16 @@ async def answer_stream(
     say anything; the user's message is already stored either way.
     """
     started = time.monotonic()
-    turn = await db_call(turn_prepare)(conversation_id=conversation.pk, owner=owner)
+    context = await db_call(turn_context)(conversation_id=conversation.pk, owner=owner)
+    bot = context.conversation.bot
+    # Awaited here, not on a database thread: the few threads the chat has for the
+    # database must not sit waiting for an embedding (a remote one takes 100s of ms).
+    results = (
+        await bot_selectors.chunk_search_async(bot=bot, query=context.query, k=retrieval_k(bot))
+        if context.searches
+        else []
+    )
+    turn = await db_call(turn_build)(context=context, results=results)
     parts: list[str] = []
     first: float | None = None
     result: ChatResult | None = None

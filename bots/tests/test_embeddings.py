@@ -290,6 +290,37 @@ def test_a_burst_larger_than_a_batch_is_split(local_embedder):
     assert all(len(results[q]) == 384 for q in questions)
 
 
+def test_a_long_question_is_not_starved_by_a_stream_of_short_ones(local_embedder):
+    fresh, gate, first_started, calls = _gated_embedder(local_embedder)
+    blocker = threading.Thread(target=fresh.embed_query, args=("hold",))
+    blocker.start()
+    assert first_started.wait(10)
+    long_question = "a long question " * 20
+    threads, _ = _in_threads(fresh.embed_query, [long_question])
+    deadline = time.monotonic() + 5
+    while long_question not in fresh._queries._waiting and time.monotonic() < deadline:
+        time.sleep(0.01)
+    more, _ = _in_threads(fresh.embed_query, [f"short {i}" for i in range(embeddings.QUERY_BATCH + 4)])
+    time.sleep(0.3)
+    gate.set()
+    for thread in [blocker, *threads, *more]:
+        thread.join(10)
+    assert long_question in calls[1]  # it came first, so it is in the next pass
+    assert calls[1][-1] == long_question  # (sorted by length within the pass)
+
+
+def test_a_query_stuck_behind_the_model_fails_as_unavailable_instead_of_waiting_forever(local_embedder, settings):
+    fresh, gate, first_started, _ = _gated_embedder(local_embedder)
+    blocker = threading.Thread(target=fresh.embed_query, args=("hold",))
+    blocker.start()
+    assert first_started.wait(10)
+    settings.EMBEDDING_TIMEOUT_SECONDS = 0.2
+    with pytest.raises(Unavailable, match="overloaded"):
+        fresh.embed_query("waits behind the stuck pass")
+    gate.set()
+    blocker.join(10)
+
+
 def test_a_failed_pass_fails_its_callers_and_the_next_query_works(local_embedder):
     fresh = LocalEmbedder(batch_size=8, query_cache_size=8)
     fresh._model = local_embedder.model

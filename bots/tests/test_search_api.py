@@ -158,3 +158,15 @@ def test_a_failed_or_stale_prefetch_is_searched_again(bot_with_knowledge, search
         time.sleep(0.01)  # the early search ran...
     selectors.chunk_search(bot=bot_with_knowledge, query=QUESTION, k=3)
     assert search_calls.count(QUESTION) == 3  # ...but was too old to be used
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_async_search_takes_the_prefetch_or_searches_on_its_own_threads(bot_with_knowledge, search_calls):
+    from bots.selectors import chunk_search_async, chunk_search_prefetch
+
+    chunk_search_prefetch(bot=bot_with_knowledge, query=QUESTION, k=3)
+    prefetched = await chunk_search_async(bot=bot_with_knowledge, query=QUESTION, k=3)
+    assert search_calls == [QUESTION] and prefetched[0].document_title == "Drone parts"
+    fresh = await chunk_search_async(bot=bot_with_knowledge, query=QUESTION, k=3)
+    assert search_calls == [QUESTION, QUESTION]
+    assert [r.chunk_id for r in fresh] == [r.chunk_id for r in prefetched]

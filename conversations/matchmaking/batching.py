@@ -29,9 +29,9 @@ class Coalescer(Generic[Item, Result]):
     `function` takes the batch in submission order and returns one result per item,
     in one transaction. If it raises, each item of the batch is tried alone (in its
     own transaction), so one bad request fails only its own caller. `then(items,
-    results)`, if given, runs after the commit (on the same thread) and returns the
-    results the callers get. State is kept per event loop: Daphne runs one, tests
-    start many.
+    results)`, if given, runs after the commit (on the same thread, for the items that
+    succeeded) and returns the results their callers get; it must not raise. State is
+    kept per event loop: Daphne runs one, tests start many.
     """
 
     def __init__(
@@ -78,22 +78,30 @@ class Coalescer(Generic[Item, Result]):
 
     def _call(self, items: list[Item]) -> list[Result | BaseException]:
         try:
-            return self._one_transaction(items)
+            outcomes: list = self._commit(items)
         except Exception as exc:
             if len(items) == 1:
                 return [exc]
             logger.info("batch of %d for %s failed (%s); trying each alone", len(items), self._function.__name__, exc)
-        outcomes: list[Result | BaseException] = []
-        for item in items:
-            try:
-                outcomes.extend(self._one_transaction([item]))
-            except Exception as exc:
-                outcomes.append(exc)
+            outcomes = []
+            for item in items:
+                try:
+                    outcomes.extend(self._commit([item]))
+                except Exception as item_exc:
+                    outcomes.append(item_exc)
+        if self._then is None:
+            return outcomes
+        # After the commit, and never retried: the work is done whatever `then` meets,
+        # so `then` must not fail (it makes do, e.g. with a conservative answer).
+        done = [i for i, outcome in enumerate(outcomes) if not isinstance(outcome, BaseException)]
+        followed = self._then([items[i] for i in done], [outcomes[i] for i in done])
+        for i, result in zip(done, followed, strict=True):
+            outcomes[i] = result
         return outcomes
 
-    def _one_transaction(self, items: list[Item]) -> list:
+    def _commit(self, items: list[Item]) -> list:
         with transaction.atomic():
             results = self._function(items)
-        if len(results) != len(items):
-            raise RuntimeError(f"{self._function.__name__} returned {len(results)} results for {len(items)}")
-        return self._then(items, results) if self._then is not None else results
+            if len(results) != len(items):  # a bug: roll back rather than hand out wrong answers
+                raise RuntimeError(f"{self._function.__name__} returned {len(results)} results for {len(items)}")
+        return results

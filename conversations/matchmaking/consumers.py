@@ -152,21 +152,23 @@ class MatchConsumer(JsonConsumer):
             client_id = content.get("client_id") or ""
             if not isinstance(client_id, str):
                 raise ValidationFailed("client_id: must be a string.")
-            # Stored first: a relay that fails (the channel layer is down) loses nothing.
+            # Stored first; acknowledged once relayed. If the relay fails (the channel
+            # layer is down), the sender gets an error instead of the ack and may resend
+            # with the same client_id: stored once, relayed again.
             message = await db(services.room_message_add)(
                 room_id=self.room, user_id=self.user_id, text=text, client_id=client_id
             )
-            await self.send_json({"type": "message.ack", "client_id": client_id or None, "message_id": message.pk})
             await self.channel_layer.group_send(
                 self.group,
                 {
                     "type": "room.message",
                     "room": self.room,
-                    "text": text,
+                    "text": message.text,
                     "message_id": message.pk,
                     "sender": self.channel_name,
                 },
             )
+            await self.send_json({"type": "message.ack", "client_id": client_id or None, "message_id": message.pk})
             return
         if self.bot_conversation is None:
             raise ValidationFailed("Nobody is here yet: keep waiting.", code="not_connected")

@@ -81,6 +81,14 @@ class MatchMessage(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["room", "created_at"], name="match_message_room")]
+        constraints = [
+            # A resend (same client_id) is stored once.
+            models.UniqueConstraint(
+                fields=["room", "user_id", "client_id"],
+                condition=~models.Q(client_id=""),
+                name="match_message_once_per_client_id",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.user_id}: {self.text[:40]}"

@@ -30,7 +30,7 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
@@ -178,14 +178,21 @@ async def join(request: JoinRequest) -> tuple[MatchTicket, Departure | None]:
 
 
 def _waiting_counted(requests, results):
-    """After the joins committed: each with how many wait in its pool."""
+    """After the joins committed: each with how many wait in its pool (2 when the count
+    fails: the pairer then looks for itself; never re-run the committed joins)."""
     pools = {ticket.pool for ticket, _ in results}
-    counts = dict(
-        MatchTicket.objects.filter(pool__in=pools, room__isnull=True, heartbeat_at__gte=_fresh_after(timezone.now()))
-        .values_list("pool")
-        .annotate(waiting=Count("pk"))
-        .order_by()
-    )
+    try:
+        counts = dict(
+            MatchTicket.objects.filter(
+                pool__in=pools, room__isnull=True, heartbeat_at__gte=_fresh_after(timezone.now())
+            )
+            .values_list("pool")
+            .annotate(waiting=Count("pk"))
+            .order_by()
+        )
+    except DatabaseError:
+        logger.warning("counting the waiting tickets failed; pairing anyway", exc_info=True)
+        counts = dict.fromkeys(pools, 2)
     return [(ticket, departure, counts.get(ticket.pool, 0)) for ticket, departure in results]
 
 
@@ -292,7 +299,12 @@ class _Pairer:
                 pairings = await pairs_claim(pool=pool)
                 if pairings:
                     metrics.match_pairs.inc(len(pairings))
-                    await asyncio.gather(*(pairing_announce(pairing) for pairing in pairings))
+                    outcomes = await asyncio.gather(
+                        *(pairing_announce(pairing) for pairing in pairings), return_exceptions=True
+                    )
+                    for pairing, outcome in zip(pairings, outcomes, strict=True):
+                        if isinstance(outcome, Exception):
+                            await _pairing_undo(pairing, outcome)
             except Exception:
                 # The tickets stay waiting: the next join, or the heartbeat's
                 # pools_pairable() check, pairs them.
@@ -302,6 +314,16 @@ class _Pairer:
 
 
 pairer = _Pairer()
+
+
+async def _pairing_undo(pairing: Pairing, error: Exception) -> None:
+    """Neither side may have heard of a room whose announcement failed (the channel layer
+    was away): both go back to waiting in their places, and the heartbeat's
+    pools_pairable() pairs them again."""
+    logger.warning("announcing room %s failed (%s); both wait again", pairing.room_id, error)
+    for seat in pairing.seats:
+        await db(ticket_requeue)(ticket_id=seat.ticket_id, room_id=pairing.room_id)
+    await db(room_abandon)(room_id=pairing.room_id)
 
 
 def pools_pairable() -> list[str]:
@@ -418,6 +440,14 @@ def departure_notify_after_commit(departure: Departure | None) -> None:
     """From synchronous code (the beat, a webhook): notify once the removal is committed."""
     if departure is not None:
         transaction.on_commit(lambda: async_to_sync(departure_notify)(departure), robust=True)
+
+
+@transaction.atomic
+def room_abandon(*, room_id: str) -> None:
+    """A room nobody was told of, its tickets requeued: closed, not left open."""
+    MatchRoom.objects.filter(pk=room_id, ended_at__isnull=True).exclude(tickets__isnull=False).update(
+        ended_at=timezone.now(), end_reason="not_announced"
+    )
 
 
 @transaction.atomic

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from bots import selectors as bot_selectors
@@ -196,12 +196,23 @@ def session_end(*, conversation: Conversation, reason: str) -> Conversation:
     return conversation
 
 
-@transaction.atomic
 def room_message_add(*, room_id: str, user_id: str, text: str, client_id: str = "") -> MatchMessage:
-    """What a human wrote in their room, stored before it is relayed to the other."""
+    """What a human wrote in their room, stored before it is relayed to the other; a
+    resend with the same client_id is the message already stored (relayed again: the
+    peer's client drops a message_id it has)."""
+    client_id = client_id[:64]
+    if client_id:
+        existing = MatchMessage.objects.filter(room_id=room_id, user_id=user_id, client_id=client_id).first()
+        if existing is not None:
+            return existing
     if not MatchRoom.objects.filter(pk=room_id, ended_at__isnull=True).exists():
         raise ValidationFailed("This room has ended.", code="room_ended")
-    return MatchMessage.objects.create(room_id=room_id, user_id=user_id, text=text, client_id=client_id[:64])
+    try:
+        with transaction.atomic():
+            return MatchMessage.objects.create(room_id=room_id, user_id=user_id, text=text, client_id=client_id)
+    except IntegrityError:
+        # The same resend raced in from another connection: that one was stored.
+        return MatchMessage.objects.get(room_id=room_id, user_id=user_id, client_id=client_id)
 
 
 def session_user_id(conversation: Conversation) -> str:
@@ -225,6 +236,7 @@ def tickets_bot_start(requests: Sequence[FallbackRequest]) -> list[Conversation 
     waiting = set(
         MatchTicket.objects.select_for_update()
         .filter(pk__in=[r.ticket_id for r in requests], room__isnull=True)
+        .order_by("pk")  # the order joins lock in: no deadlock between the two
         .values_list("pk", flat=True)
     )
     if not waiting:

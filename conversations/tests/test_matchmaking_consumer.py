@@ -378,3 +378,41 @@ async def test_a_pairing_that_failed_is_retried_by_the_heartbeat(no_fallback, se
     assert (await frame_of(bob, "match.found"))[0]["room"] == found["room"]
     await alice.disconnect()
     await bob.disconnect()
+
+
+async def test_a_room_message_resent_with_its_client_id_is_stored_once(no_fallback):
+    alice, bob = await paired("alice", "bob")
+    for _ in range(2):  # the second as after a reconnect, when the ack never came
+        await alice.send_json_to({"type": "message.send", "text": "are you there?", "client_id": "c-1"})
+        ack = await alice.receive_json_from(timeout=5)
+        heard = await bob.receive_json_from(timeout=5)
+        assert ack["type"] == "message.ack" and heard["message_id"] == ack["message_id"]
+    stored = await rows(MatchMessage, user_id="alice")
+    assert [(m.text, m.client_id) for m in stored] == [("are you there?", "c-1")]
+    await alice.disconnect()
+    await bob.disconnect()
+
+
+async def test_a_room_nobody_could_be_told_of_is_undone_and_the_pair_made_again(no_fallback, settings, monkeypatch):
+    from conversations.matchmaking import queue
+
+    settings.MATCH_HEARTBEAT_SECONDS = 0.3
+    real = queue.pairing_announce
+    failures = [ConnectionError("the channel layer went away")]
+
+    async def flaky(pairing):
+        if failures:
+            raise failures.pop()
+        await real(pairing)
+
+    monkeypatch.setattr(queue, "pairing_announce", flaky)
+    alice = await join("alice")
+    bob = await join("bob")
+    found, _ = await frame_of(alice, "match.found")
+    assert (await frame_of(bob, "match.found"))[0]["room"] == found["room"]
+    rooms = await rows(MatchRoom)
+    assert len(rooms) == 2  # the first, never announced, was closed
+    (first,) = [room for room in rooms if str(room.pk) != found["room"]]
+    assert first.end_reason == "not_announced" and first.ended_at is not None
+    await alice.disconnect()
+    await bob.disconnect()

@@ -177,7 +177,14 @@ def test_a_coalescer_batches_what_waits_and_fails_only_the_bad_item():
             raise ValueError("bad item")
         return [MatchRoom.objects.create(user_a=item, user_b=item).user_a for item in items]
 
-    coalescer = Coalescer(create, run=queue.db)
+    followed = []
+
+    def then(items, results):
+        # After the commit, once, for the items that succeeded: never a reason to redo them.
+        followed.append((list(items), MatchRoom.objects.filter(user_a__in=items).count()))
+        return [f"{result}!" for result in results]
+
+    coalescer = Coalescer(create, run=queue.db, then=then)
 
     async def scenario():
         return await asyncio.gather(
@@ -185,7 +192,8 @@ def test_a_coalescer_batches_what_waits_and_fails_only_the_bad_item():
         )
 
     results = asyncio.run(scenario())
-    assert results[:2] == ["a", "b"] and isinstance(results[2], ValueError) and results[3] == "c"
+    assert results[:2] == ["a!", "b!"] and isinstance(results[2], ValueError) and results[3] == "c!"
+    assert followed == [(["a", "b", "c"], 3)]
     # One batch for the four; it failed, so each was tried alone (in its own transaction).
     assert batches == [["a", "b", "bad", "c"], ["a"], ["b"], ["bad"], ["c"]]
     assert sorted(MatchRoom.objects.values_list("user_a", flat=True)) == ["a", "b", "c"]
