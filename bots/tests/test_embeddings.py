@@ -401,7 +401,11 @@ def test_the_traced_pass_agrees_with_sentence_transformers(local_embedder):
 
 
 @pytest.mark.parametrize("failure", ["trace", "disagree"])
-def test_without_a_faithful_trace_the_eager_model_is_used(local_embedder, monkeypatch, caplog, failure):
+def test_without_a_faithful_trace_the_eager_model_is_used(local_embedder, monkeypatch, failure):
+    # Recorded on the module's logger itself: a Celery worker started in-process by an
+    # earlier test (CI's Redis pass) reconfigures logging, and caplog then sees nothing.
+    warned = []
+    monkeypatch.setattr(embeddings.logger, "warning", lambda message, *args, **kwargs: warned.append(message % args))
     monkeypatch.setattr(embeddings, "_scripted", {})
     if failure == "trace":
 
@@ -417,6 +421,6 @@ def test_without_a_faithful_trace_the_eager_model_is_used(local_embedder, monkey
             lambda self, texts, batch_size: [[-x for x in v] for v in real(self, texts, batch_size=batch_size)],
         )
     assert embeddings.scripted_encoder(local_embedder.model) is None
-    assert "using the eager one" in caplog.text
+    assert len(warned) == 1 and "using the eager one" in warned[0]
     eager = local_embedder.model.encode(["refund"], normalize_embeddings=True)[0]
     assert float(eager @ local_embedder.embed_documents(["refund"])[0]) == pytest.approx(1.0, abs=1e-6)
