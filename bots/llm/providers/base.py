@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
@@ -76,14 +77,16 @@ PROGRESS = Progress()
 ProviderEvent = TextDelta | Progress | TurnEnd
 
 
-class Provider:
+class Provider(ABC):
     name: str = ""
 
+    @abstractmethod
     def is_configured(self) -> bool:
-        raise NotImplementedError
+        """True when this provider can be called (a key, or a server, is set)."""
 
+    @abstractmethod
     def default_model(self) -> str:
-        raise NotImplementedError
+        """The model asked for when the bot names none (or names another provider's)."""
 
     def continues_in_place(self, call: ModelCall) -> bool:
         """True when a continuation resumes inside the interrupted text itself (an
@@ -91,9 +94,9 @@ class Provider:
         as a new message, which never starts with the space between two words."""
         return False
 
+    @abstractmethod
     def stream(self, call: ModelCall) -> AsyncIterator[ProviderEvent]:
         """Yield TextDelta/Progress events, then one TurnEnd; raise ProviderError on failure."""
-        raise NotImplementedError
 
 
 def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
