@@ -424,3 +424,10 @@ def test_without_a_faithful_trace_the_eager_model_is_used(local_embedder, monkey
     assert len(warned) == 1 and "using the eager one" in warned[0]
     eager = local_embedder.model.encode(["refund"], normalize_embeddings=True)[0]
     assert float(eager @ local_embedder.embed_documents(["refund"])[0]) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_the_local_model_runs_with_embedding_threads_intra_op_threads(local_embedder, settings):
+    import torch
+
+    assert settings.EMBEDDING_THREADS == 1
+    assert torch.get_num_threads() == 1  # (torch's own default is one per core)

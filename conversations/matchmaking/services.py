@@ -169,17 +169,7 @@ def session_start(
 ) -> Conversation:
     """A bot session for an app's user, personalised with their profile."""
     session = _session_new(user_id=user_id, profile=profile, source=source, template=template, bot=bot)
-    conversation = conversation_services.conversation_start(
-        bot=session.bot,
-        visitor_id=session.visitor_id,
-        channel=session.channel,
-        profile=session.profile,
-        template=session.template,
-        metadata=session.metadata,
-    )
-    conversation.bot = session.bot
-    conversation.template = session.template
-    return conversation
+    return conversation_services.conversations_start(conversations=[session])[0]
 
 
 @transaction.atomic

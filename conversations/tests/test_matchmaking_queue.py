@@ -210,3 +210,16 @@ def test_fallbacks_due_together_start_in_one_transaction_except_for_the_paired()
     assert sessions[0].profile == {"name": "W0"} and sessions[0].visitor_id == "user:w0"
     attached = dict(MatchTicket.objects.filter(user_id__startswith="w").values_list("user_id", "bot_conversation_id"))
     assert attached == {"w0": sessions[0].pk, "w1": None, "w2": sessions[2].pk}
+
+
+def test_a_message_to_an_ended_room_is_refused_and_not_stored():
+    from chatbase.core.errors import ValidationFailed
+    from conversations.matchmaking.models import MatchMessage
+
+    room = MatchRoom.objects.create(user_a="a", user_b="b")
+    services.room_message_add(room_id=str(room.pk), user_id="a", text="hi")
+    MatchRoom.objects.filter(pk=room.pk).update(ended_at=timezone.now(), end_reason="peer_left")
+    with pytest.raises(ValidationFailed) as refused:
+        services.room_message_add(room_id=str(room.pk), user_id="a", text="still there?")
+    assert refused.value.code == "room_ended"
+    assert list(MatchMessage.objects.values_list("text", flat=True)) == ["hi"]

@@ -50,3 +50,42 @@ def test_redis_channel_layer_is_configured(settings):
     layer = get_channel_layer()
     assert type(layer).__module__.startswith("channels_redis")
     assert layer.hosts[0]["socket_timeout"] is None
+
+
+async def test_frames_skip_channels_per_message_close_old_connections_hop(monkeypatch):
+    # Channels runs close_old_connections() on its one thread-sensitive thread for every
+    # message a consumer handles; ours close connections around each database call instead.
+    import channels.consumer
+
+    hops = []
+
+    async def counting():
+        hops.append(1)
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counting)
+    communicator = WebsocketCommunicator(application, "/ws/ping/")
+    connected, _ = await communicator.connect()
+    assert connected
+    await communicator.send_json_to({"type": "ping", "payload": 1})
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "pong"
+    await communicator.disconnect()
+    assert hops == []
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_chat_database_calls_run_on_their_own_few_threads(settings):
+    import threading
+
+    from chatbase.core.db import db_call
+
+    names = {await db_call(lambda: threading.current_thread().name)() for _ in range(20)}
+    assert all(name.startswith("chat-db") for name in names)
+    assert len(names) <= settings.CHAT_DB_THREADS
+
+
+def test_the_start_up_heap_is_frozen_out_of_the_collectors_reach():
+    import gc
+
+    import chatbase.asgi  # noqa: F401  (what Daphne imports)
+
+    assert gc.get_freeze_count() > 100_000
