@@ -1,19 +1,14 @@
 from django.contrib import admin
 
+from chatbase.core.admin import ReadOnlyTabularInline
 from conversations import services
 from conversations.models import Conversation, Message
 
 
-class MessageInline(admin.TabularInline):
+class MessageInline(ReadOnlyTabularInline):
     model = Message
     fields = ["created_at", "role", "sender", "text", "providers", "output_tokens", "cost_usd", "incomplete"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
     ordering = ["created_at", "id"]
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Conversation)

@@ -9,6 +9,7 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from chatbase.core.admin import ReadOnlyTabularInline
 from chatbase.core.errors import ChatbaseError, ValidationFailed
 from leads import charts, selectors, services
 from leads.csv_export import csv_lines
@@ -72,16 +73,10 @@ def _form_value(normalise, value):
         raise forms.ValidationError(exc.detail) from exc
 
 
-class ScoreEventInline(admin.TabularInline):
+class ScoreEventInline(ReadOnlyTabularInline):
     model = LeadScoreEvent
     fields = ["created_at", "marker", "points", "evidence", "score_after"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
     ordering = ["-created_at", "-id"]
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Lead)

@@ -5,6 +5,20 @@ from chatbase.core import services
 from chatbase.core.models import ApiToken, User
 
 
+class ReadOnlyTabularInline(admin.TabularInline):
+    """A record of what happened (messages, score events): shown under its parent, never
+    added, edited or deleted there."""
+
+    extra = 0
+    can_delete = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     ordering = ["email"]

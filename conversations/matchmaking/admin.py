@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 
+from chatbase.core.admin import ReadOnlyTabularInline
 from conversations.matchmaking.models import MatchMessage, MatchRoom, MatchTicket
 
 
@@ -20,18 +21,12 @@ class MatchTicketAdmin(admin.ModelAdmin):
         return False
 
 
-class MatchMessageInline(admin.TabularInline):
+class MatchMessageInline(ReadOnlyTabularInline):
     """What the two said to each other (for a report of abuse), read-only."""
 
     model = MatchMessage
     fields = ["created_at", "user_id", "text"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
     ordering = ["created_at", "id"]
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(MatchRoom)

@@ -223,3 +223,13 @@ def test_a_message_to_an_ended_room_is_refused_and_not_stored():
         services.room_message_add(room_id=str(room.pk), user_id="a", text="still there?")
     assert refused.value.code == "room_ended"
     assert list(MatchMessage.objects.values_list("text", flat=True)) == ["hi"]
+
+
+def test_staff_read_a_rooms_messages_under_it_in_admin_and_cannot_edit_them(admin_client):
+    room = MatchRoom.objects.create(user_a="alice", user_b="bob")
+    services.room_message_add(room_id=str(room.pk), user_id="alice", text="you are rude")
+    page = admin_client.get(f"/admin/conversations/matchroom/{room.pk}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "you are rude" in html and "alice" in html
+    assert 'name="messages-0-text"' not in html  # shown, not an editable field
