@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -232,10 +231,12 @@ class LocalEmbedder(_BaseEmbedder):
         return self._model
 
     def _embed(self, texts: list[str]) -> list[list[float]]:
+        from bots.encoders import fast_encoder
+
         model = self.model
-        scripted = scripted_encoder(model)
-        if scripted is not None:
-            return scripted.encode(texts, batch_size=self.batch_size)
+        encoder = fast_encoder(model, local_model_path())
+        if encoder is not None:
+            return encoder.encode(texts, batch_size=self.batch_size)
         array = model.encode(
             texts,
             batch_size=self.batch_size,
@@ -244,109 +245,6 @@ class LocalEmbedder(_BaseEmbedder):
             show_progress_bar=False,
         )
         return array.tolist()
-
-
-class ScriptedEncoder:
-    """The model's forward pass (transformer, mean pooling, normalisation) as one TorchScript graph.
-
-    Run op by op from Python, as sentence-transformers does, a pass takes the GIL
-    back after each of its ~170 operations; in a server whose other threads run
-    Python (the ORM, the event loop) every one of those waits its turn: a query that
-    takes 5.5 ms alone took 16 ms inside Daphne, and 870 ms beside a busy thread.
-    The traced graph runs in C++ without the GIL from start to end, and skips the
-    per-op Python overhead (3.2 ms alone, 21 ms beside the busy thread). It is checked
-    against sentence-transformers at load; see scripted_encoder.
-    """
-
-    def __init__(self, model):
-        import torch
-
-        self.tokenizer = model.tokenizer
-        self.max_length = model.max_seq_length
-
-        class Pooled(torch.nn.Module):
-            def __init__(self, transformer):
-                super().__init__()
-                self.transformer = transformer
-
-            def forward(self, input_ids, attention_mask):
-                tokens = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-                mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
-                mean = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                return torch.nn.functional.normalize(mean, dim=1)
-
-        # Traced on a padded pair: the graph keeps the attention-mask path, which is also
-        # exact for unpadded input (tracing records one branch of data-dependent code).
-        example = self.tokenizer(["a padded example sentence", "short"], padding=True, return_tensors="pt")
-        with warnings.catch_warnings():
-            # torch.jit is deprecated for torch.export, whose programs run op by op from
-            # Python again; the tracer's notes on constant branches are what the comment
-            # above is about.
-            warnings.simplefilter("ignore")
-            with torch.no_grad():
-                self.graph = torch.jit.trace(
-                    Pooled(model[0].auto_model).eval(),
-                    (example["input_ids"], example["attention_mask"]),
-                    check_trace=False,
-                )
-
-    def encode(self, texts: Sequence[str], *, batch_size: int) -> list[list[float]]:
-        import torch
-
-        # Similar lengths together: a batch is padded to its longest text.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        vectors: list[list[float]] = [[] for _ in texts]
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                chosen = order[start : start + batch_size]
-                features = self.tokenizer(
-                    [texts[i] for i in chosen],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                )
-                batch = self.graph(features["input_ids"], features["attention_mask"]).tolist()
-                for i, vector in zip(chosen, batch, strict=True):
-                    vectors[i] = vector
-        return vectors
-
-
-_SCRIPTED_PROBES = [
-    "refund",
-    "How long does delivery to Chennai take, and can I track my parcel?",
-    " ".join(["A long paragraph about opening hours, prices and the warranty terms."] * 40),  # truncated
-]
-_scripted: dict[int, tuple[object, ScriptedEncoder | None]] = {}
-_scripted_lock = threading.Lock()
-
-
-def scripted_encoder(model) -> ScriptedEncoder | None:
-    """The traced pass of `model`, built once per model; None (sentence-transformers'
-    own encode is used) if tracing fails or its vectors differ from the model's."""
-    entry = _scripted.get(id(model))
-    if entry is not None and entry[0] is model:
-        return entry[1]
-    with _scripted_lock:
-        entry = _scripted.get(id(model))
-        if entry is not None and entry[0] is model:
-            return entry[1]
-        encoder: ScriptedEncoder | None
-        try:
-            encoder = ScriptedEncoder(model)
-            expected = model.encode(_SCRIPTED_PROBES, normalize_embeddings=True, show_progress_bar=False)
-            # Padded together, and each alone (unpadded: the graph was traced padded).
-            got = encoder.encode(_SCRIPTED_PROBES, batch_size=len(_SCRIPTED_PROBES))
-            alone = encoder.encode(_SCRIPTED_PROBES, batch_size=1)
-            similarity = min(float(e @ g) for e, g in zip([*expected, *expected], [*got, *alone], strict=True))
-            if similarity < 0.9999:
-                logger.warning("The traced embedding model disagrees (cosine %.6f); using the eager one.", similarity)
-                encoder = None
-        except Exception:
-            logger.warning("Tracing the embedding model failed; using the eager one.", exc_info=True)
-            encoder = None
-        _scripted[id(model)] = (model, encoder)
-        return encoder
 
 
 def local_model_path():

@@ -12,7 +12,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from bots import embeddings
+from bots import embeddings, encoders
 from bots.embeddings import LocalEmbedder, OpenAIEmbedder, get_embedder
 from bots.tests.conftest import Response
 from chatbase.core.errors import Unavailable, ValidationFailed
@@ -377,53 +377,125 @@ def test_a_forked_child_starts_its_own_query_thread(local_embedder, monkeypatch)
     assert fresh._queries._thread is not parent_thread
 
 
-# --- the traced forward pass -------------------------------------------------------------
+# --- the fast forward passes (bots.encoders) ----------------------------------------------
+
+AGREEMENT_TEXTS = [
+    "",
+    "refund",
+    "Wie lange dauert die Lieferung nach München? 配送にはどのくらいかかりますか",
+    "How long does delivery to Chennai take, and can I track my parcel on the way?",
+    " ".join(["Opening hours, prices and the terms of the two-year warranty."] * 60),  # past 256 tokens
+]
 
 
-def test_the_traced_pass_agrees_with_sentence_transformers(local_embedder):
-    model = local_embedder.model
-    scripted = embeddings.scripted_encoder(model)
-    assert scripted is not None
-    texts = [
-        "",
-        "refund",
-        "Wie lange dauert die Lieferung nach München? 配送にはどのくらいかかりますか",
-        "How long does delivery to Chennai take, and can I track my parcel on the way?",
-        " ".join(["Opening hours, prices and the terms of the two-year warranty."] * 60),  # past 256 tokens
-    ]
-    expected = model.encode(texts, normalize_embeddings=True, show_progress_bar=False)
-    for batch_size in (1, 2, len(texts)):  # alone, and padded next to longer and shorter texts
-        got = scripted.encode(texts, batch_size=batch_size)
-        for e, g in zip(expected, got, strict=True):
-            assert len(g) == 384
-            assert float(e @ g) == pytest.approx(1.0, abs=1e-5)
-    assert local_embedder.embed_documents(texts[1:2])[0] == pytest.approx(scripted.encode(texts[1:2], batch_size=1)[0])
+@pytest.fixture
+def fresh_encoders(monkeypatch, settings, tmp_path):
+    """No encoder built yet, and an empty VAR_DIR for exports."""
+    monkeypatch.setattr(encoders, "_encoders", {})
+    settings.VAR_DIR = tmp_path
+    return tmp_path
 
 
-@pytest.mark.parametrize("failure", ["trace", "disagree"])
-def test_without_a_faithful_trace_the_eager_model_is_used(local_embedder, monkeypatch, failure):
+@pytest.fixture
+def warnings_logged(monkeypatch):
     # Recorded on the module's logger itself: a Celery worker started in-process by an
     # earlier test (CI's Redis pass) reconfigures logging, and caplog then sees nothing.
     warned = []
-    monkeypatch.setattr(embeddings.logger, "warning", lambda message, *args, **kwargs: warned.append(message % args))
-    monkeypatch.setattr(embeddings, "_scripted", {})
-    if failure == "trace":
+    monkeypatch.setattr(encoders.logger, "warning", lambda message, *args, **kwargs: warned.append(message % args))
+    return warned
 
-        def broken(self, model):
-            raise RuntimeError("cannot trace this model")
 
-        monkeypatch.setattr(embeddings.ScriptedEncoder, "__init__", broken)
+@pytest.mark.parametrize("runtime", ["onnx", "torchscript"])
+def test_each_fast_pass_agrees_with_sentence_transformers(local_embedder, fresh_encoders, settings, runtime):
+    settings.EMBEDDING_RUNTIME = runtime
+    model = local_embedder.model
+    encoder = encoders.fast_encoder(model, embeddings.local_model_path())
+    assert encoder is not None and encoder.runtime == runtime
+    expected = model.encode(AGREEMENT_TEXTS, normalize_embeddings=True, show_progress_bar=False)
+    for batch_size in (1, 2, len(AGREEMENT_TEXTS)):  # alone, and padded next to longer and shorter texts
+        got = encoder.encode(AGREEMENT_TEXTS, batch_size=batch_size)
+        for e, g in zip(expected, got, strict=True):
+            assert len(g) == 384
+            assert float(e @ g) == pytest.approx(1.0, abs=1e-5)
+    assert local_embedder.embed_documents(AGREEMENT_TEXTS[1:2])[0] == pytest.approx(
+        encoder.encode(AGREEMENT_TEXTS[1:2], batch_size=1)[0], abs=1e-6
+    )
+
+
+def test_onnx_is_the_default_and_its_export_is_kept_for_the_next_process(local_embedder, fresh_encoders, monkeypatch):
+    model = local_embedder.model
+    assert encoders.fast_encoder(model, embeddings.local_model_path()).runtime == "onnx"
+    kept = list((fresh_encoders / "models").glob("*.onnx"))
+    assert len(kept) == 1 and kept[0].stat().st_size > 10_000_000
+    assert not list((fresh_encoders / "models").glob("*.tmp"))
+
+    # The next process reads the file instead of exporting again.
+    monkeypatch.setattr(encoders, "_encoders", {})
+    monkeypatch.setattr(encoders, "_export_onnx", lambda model: pytest.fail("exported again"))
+    assert encoders.fast_encoder(model, embeddings.local_model_path()).runtime == "onnx"
+
+
+def test_a_damaged_export_is_replaced(local_embedder, fresh_encoders, monkeypatch):
+    model = local_embedder.model
+    encoders.fast_encoder(model, embeddings.local_model_path())
+    (kept,) = (fresh_encoders / "models").glob("*.onnx")
+    kept.write_bytes(b"not a model")
+    monkeypatch.setattr(encoders, "_encoders", {})
+    encoder = encoders.fast_encoder(model, embeddings.local_model_path())
+    assert encoder.runtime == "onnx"
+    assert kept.stat().st_size > 10_000_000
+    assert float(model.encode(["refund"])[0] @ encoder.encode(["refund"], batch_size=1)[0]) == pytest.approx(
+        1.0, abs=1e-5
+    )
+
+
+def test_an_unwritable_var_dir_still_gives_the_onnx_pass(local_embedder, fresh_encoders, settings, warnings_logged):
+    blocked = fresh_encoders / "file"
+    blocked.write_text("VAR_DIR/models cannot be made under a file")
+    settings.VAR_DIR = blocked
+    assert encoders.fast_encoder(local_embedder.model, embeddings.local_model_path()).runtime == "onnx"
+    assert len(warnings_logged) == 1 and "exported again per process" in warnings_logged[0]
+
+
+def break_encoder(monkeypatch, encoder_class, failure):
+    """Make `encoder_class` fail to build, or give vectors pointing the other way."""
+    if failure == "build":
+
+        def broken(self, *args, **kwargs):
+            raise RuntimeError("this runtime is missing")
+
+        monkeypatch.setattr(encoder_class, "__init__", broken)
     else:
-        real = embeddings.ScriptedEncoder.encode
-        monkeypatch.setattr(
-            embeddings.ScriptedEncoder,
-            "encode",
-            lambda self, texts, batch_size: [[-x for x in v] for v in real(self, texts, batch_size=batch_size)],
-        )
-    assert embeddings.scripted_encoder(local_embedder.model) is None
-    assert len(warned) == 1 and "using the eager one" in warned[0]
+        real = encoder_class._pass
+        monkeypatch.setattr(encoder_class, "_pass", lambda self, texts: [[-x for x in v] for v in real(self, texts)])
+
+
+@pytest.mark.parametrize("failure", ["build", "disagree"])
+def test_a_runtime_that_fails_gives_way_to_the_next(
+    local_embedder, fresh_encoders, monkeypatch, warnings_logged, failure
+):
+    break_encoder(monkeypatch, encoders.OnnxEncoder, failure)
+    encoder = encoders.fast_encoder(local_embedder.model, embeddings.local_model_path())
+    assert encoder.runtime == "torchscript"
+    assert len(warnings_logged) == 1 and "onnx" in warnings_logged[0]
+
+
+@pytest.mark.parametrize("failure", ["build", "disagree"])
+def test_without_a_faithful_fast_pass_the_eager_model_is_used(
+    local_embedder, fresh_encoders, monkeypatch, settings, warnings_logged, failure
+):
+    settings.EMBEDDING_RUNTIME = "torchscript"
+    break_encoder(monkeypatch, encoders.ScriptedEncoder, failure)
+    assert encoders.fast_encoder(local_embedder.model, embeddings.local_model_path()) is None
+    assert len(warnings_logged) == 2 and "using the eager model" in warnings_logged[-1]
     eager = local_embedder.model.encode(["refund"], normalize_embeddings=True)[0]
     assert float(eager @ local_embedder.embed_documents(["refund"])[0]) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_an_unknown_runtime_is_a_configuration_error(local_embedder, fresh_encoders, settings):
+    settings.EMBEDDING_RUNTIME = "tensorrt"
+    with pytest.raises(ImproperlyConfigured, match="EMBEDDING_RUNTIME"):
+        encoders.fast_encoder(local_embedder.model, embeddings.local_model_path())
 
 
 def test_the_local_model_runs_with_embedding_threads_intra_op_threads(local_embedder, settings):
@@ -431,3 +503,10 @@ def test_the_local_model_runs_with_embedding_threads_intra_op_threads(local_embe
 
     assert settings.EMBEDDING_THREADS == 1
     assert torch.get_num_threads() == 1  # (torch's own default is one per core)
+
+
+def test_the_onnx_pass_runs_with_embedding_threads_intra_op_threads(local_embedder, fresh_encoders, settings):
+    settings.EMBEDDING_THREADS = 2
+    encoder = encoders.fast_encoder(local_embedder.model, embeddings.local_model_path())
+    options = encoder.session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)

@@ -390,6 +390,8 @@ EMBEDDING_QUERY_CACHE_SIZE = env.int("EMBEDDING_QUERY_CACHE_SIZE", default=1024)
 # questions, and a second thread halves one question's latency on an idle machine but
 # spins on the cores every other socket needs (docs/performance.md); workers scale by process.
 EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=1)
+# The local model's forward pass: onnx (ONNX Runtime), torchscript or eager; see bots.encoders.
+EMBEDDING_RUNTIME = env("EMBEDDING_RUNTIME", default="onnx")
 EMBEDDINGS_OPENAI_MODEL = env("EMBEDDINGS_OPENAI_MODEL", default="text-embedding-3-small")
 # Default to the chat provider's key and server; set these to embed elsewhere.
 EMBEDDINGS_OPENAI_API_KEY = env("EMBEDDINGS_OPENAI_API_KEY", default=env("OPENAI_API_KEY", default=""))
