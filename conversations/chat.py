@@ -31,6 +31,7 @@ from bots.models import PromptTemplate
 from bots.templates import personalise, template_select
 from chatbase.core import metrics
 from chatbase.core.db import db_call
+from chatbase.core.deferred import enqueue
 from chatbase.core.errors import Unavailable
 from chatbase.core.models import User
 from conversations import selectors, services
@@ -280,7 +281,8 @@ def _finish(turn: Turn, text: str, result: ChatResult | None, *, incomplete: boo
     ):
         from conversations.tasks import conversation_summarize_task
 
-        transaction.on_commit(lambda: conversation_summarize_task.delay(conversation.pk), robust=True)
+        # Without a broker this is a model call: it waits until answer.done is sent.
+        transaction.on_commit(lambda: enqueue(conversation_summarize_task, conversation.pk), robust=True)
     return message
 
 

@@ -16,6 +16,7 @@ from django.conf import settings
 from bots import selectors as bot_selectors
 from bots.configuration import normalise_origin
 from bots.preview import origin_is_own_host, preview_token_valid
+from chatbase.core import deferred
 from chatbase.core.clientip import client_ip_from_scope
 from chatbase.core.consumers import NO_CHANNEL_LAYER, JsonConsumer
 from chatbase.core.db import db_call
@@ -218,12 +219,17 @@ class ChatConsumer(JsonConsumer):
         )
         await arate_limit_hit(key=f"chat-ip:{self.ip}", rate=Rate.parse(settings.CHAT_RATE_PER_IP))
         prefetch_retrieval(bot=self.bot, text=text, previous=self.last_user_text)
-        stored = await self._store(text, client_id)
+        # Lead detection of the message (in-process without a broker) runs after the answer.
+        with deferred.held_until_reply() as held:
+            stored = await self._store(text, client_id)
         self.last_user_text = stored.message.text
         await self.send_json({"type": "message.ack", "client_id": client_id or None, "message_id": stored.message.pk})
         if not stored.created:
-            return  # a resend after a reconnect: it was answered (or is being answered) already
-        task = asyncio.create_task(self._answer())
+            # A resend after a reconnect: it was answered (or is being answered) already.
+            if held:
+                await db_call(deferred.run_held)(held)
+            return
+        task = asyncio.create_task(self._answer(held))
         self.answer_tasks.add(task)
         task.add_done_callback(self.answer_tasks.discard)
 
@@ -259,16 +265,28 @@ class ChatConsumer(JsonConsumer):
         )
         return await db_call(services.message_user_add)(conversation=self.conversation, text=text, client_id=client_id)
 
-    async def _answer(self):
-        # One answer at a time per socket, in the order the messages came.
-        async with self.answer_lock:
-            try:
-                async for frame, _ in answer_frames(conversation=self.conversation):
-                    await self.send_json(frame)
-            except asyncio.CancelledError:
-                raise
-            except ChatbaseError as exc:
-                await self.send_error(exc)
-            except Exception as exc:  # the socket stays usable; the visitor is told
-                logger.exception("Answering in conversation %s failed", self.conversation.pk)
-                await self.send_error(exc)
+    async def _answer(self, held):
+        try:
+            # One answer at a time per socket, in the order the messages came.
+            async with self.answer_lock:
+                try:
+                    with deferred.held_until_reply(held):
+                        async for frame, _ in answer_frames(conversation=self.conversation):
+                            await self.send_json(frame)
+                except asyncio.CancelledError:
+                    raise
+                except ChatbaseError as exc:
+                    await self.send_error(exc)
+                except Exception as exc:  # the socket stays usable; the visitor is told
+                    logger.exception("Answering in conversation %s failed", self.conversation.pk)
+                    await self.send_error(exc)
+        finally:
+            if held:
+                # Also when the visitor left mid-answer: the message was stored. Not
+                # cancelled with the answer: disconnect() waits for it (bounded).
+                run = asyncio.ensure_future(db_call(deferred.run_held)(held))
+                try:
+                    await asyncio.shield(run)
+                except asyncio.CancelledError:
+                    await run
+                    raise

@@ -6,6 +6,7 @@ import logging
 
 from django.dispatch import receiver
 
+from chatbase.core.deferred import enqueue
 from conversations.signals import user_message_stored
 
 logger = logging.getLogger(__name__)
@@ -13,11 +14,12 @@ logger = logging.getLogger(__name__)
 
 @receiver(user_message_stored, dispatch_uid="leads.user_message_stored")
 def on_user_message_stored(sender, conversation, message, **kwargs):
-    # Sent after commit already; the work (detection, scoring) goes to a worker.
+    # Sent after commit already; the work (detection, scoring) goes to a worker, or,
+    # without a broker, waits until the chat has sent its reply (chatbase.core.deferred).
     from leads.tasks import lead_message_process_task
 
     try:
-        lead_message_process_task.delay(message.pk)
+        enqueue(lead_message_process_task, message.pk)
     except Exception:
         # Lead detection must never break the chat: the visitor's message is stored
         # and will be answered whatever happens here.
