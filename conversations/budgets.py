@@ -69,6 +69,17 @@ def _spent(key: str, *, bot_id: int, now: dt.datetime, visitor_id: str | None = 
     return int(value)
 
 
+def budget_visitor_new(*, bot_id: int, visitor_id: str) -> None:
+    """A visitor id minted just now has spent nothing today: the cache is told, so that
+    their first question does not sum the day's messages to find 0."""
+    now = timezone.now()
+    try:
+        # add: never overwrite a count that exists (an id is only new once).
+        cache.add(_visitor_key(bot_id, visitor_id, day_start(now)), 0, _seconds_left(now) + _TTL_SLACK_SECONDS)
+    except CACHE_ERRORS as exc:
+        cache_unavailable("budget", exc)  # the first question sums the messages instead
+
+
 def limits_for(bot) -> tuple[int, int]:
     """(bot budget, visitor cap) in tokens per day; 0 means no limit."""
     configuration = bot.configuration or {}

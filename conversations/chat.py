@@ -145,13 +145,15 @@ def _owner_of(conversation: Conversation, owner: User | None) -> User | None:
 
 @dataclass
 class TurnContext:
-    """What the turn's prompt is made of, read from the database; its passages come next."""
+    """What the turn's prompt is made of, read from the database, and the answer's row;
+    its passages come next."""
 
     conversation: Conversation
     window: list[Message]
     template: PromptTemplate | None
     query: str
     owner: User | None
+    answer: Message
 
     @property
     def searches(self) -> bool:
@@ -159,7 +161,8 @@ class TurnContext:
 
 
 def turn_context(*, conversation_id: int, owner: User | None = None) -> TurnContext:
-    """The conversation, its history window and its personality (a database thread)."""
+    """The conversation, its history window, its personality and the answer's row (a
+    database thread; the one database trip between the stored message and the model)."""
     conversation = Conversation.objects.select_related("bot", "template", "bot__template").get(pk=conversation_id)
     # Before any spending: the user's message is stored; the answer is what is refused.
     budget_check(conversation=conversation)
@@ -171,11 +174,16 @@ def turn_context(*, conversation_id: int, owner: User | None = None) -> TurnCont
         text=recent_user_text,
         profile=conversation.profile,
     )
-    return TurnContext(conversation, window, template, _retrieval_query(window), owner)
+    # Written before the model is called, so the deltas can carry its id, and here,
+    # while the search runs. Written beside the model call instead, it waited in the
+    # database queue behind every other socket's work under a burst while the model's
+    # tokens piled up (bench/streaming.py).
+    answer = services.message_assistant_begin(conversation=conversation)
+    return TurnContext(conversation, window, template, _retrieval_query(window), owner, answer)
 
 
 def turn_build(*, context: TurnContext, results: list[bot_selectors.SearchResult]) -> Turn:
-    """The model request, and the answer's row (a database thread)."""
+    """The model request (no database work: it runs on the event loop)."""
     conversation, template = context.conversation, context.template
     bot = conversation.bot
     # A situational personality (chosen by rules or for this conversation) brings its own
@@ -208,11 +216,7 @@ def turn_build(*, context: TurnContext, results: list[bot_selectors.SearchResult
         tool_context=tool_context,
         preferred_provider=bot.provider or None,
     )
-    # Written before the model is called, so the deltas can carry its id. Written beside
-    # the model call instead, it waited in the database queue behind every other
-    # socket's work under a burst while the model's tokens piled up (bench/streaming.py).
-    answer = services.message_assistant_begin(conversation=conversation)
-    return Turn(conversation=conversation, answer=answer, request=request, passages=results, template=template)
+    return Turn(conversation=conversation, answer=context.answer, request=request, passages=results, template=template)
 
 
 def turn_prepare(*, conversation_id: int, owner: User | None = None) -> Turn:
@@ -221,7 +225,13 @@ def turn_prepare(*, conversation_id: int, owner: User | None = None) -> Turn:
     the search runs)."""
     context = turn_context(conversation_id=conversation_id, owner=owner)
     bot = context.conversation.bot
-    results = bot_selectors.chunk_search(bot=bot, query=context.query, k=retrieval_k(bot)) if context.searches else []
+    try:
+        results = (
+            bot_selectors.chunk_search(bot=bot, query=context.query, k=retrieval_k(bot)) if context.searches else []
+        )
+    except Exception:
+        services.message_assistant_discard(message=context.answer)
+        raise
     return turn_build(context=context, results=results)
 
 
@@ -312,14 +322,18 @@ async def answer_stream(
     started = time.monotonic()
     context = await db_call(turn_context)(conversation_id=conversation.pk, owner=owner)
     bot = context.conversation.bot
-    # Awaited here, not on a database thread: the few threads the chat has for the
-    # database must not sit waiting for an embedding (a remote one takes 100s of ms).
-    results = (
-        await bot_selectors.chunk_search_async(bot=bot, query=context.query, k=retrieval_k(bot))
-        if context.searches
-        else []
-    )
-    turn = await db_call(turn_build)(context=context, results=results)
+    try:
+        # Awaited here, not on a database thread: the few threads the chat has for the
+        # database must not sit waiting for an embedding (a remote one takes 100s of ms).
+        results = (
+            await bot_selectors.chunk_search_async(bot=bot, query=context.query, k=retrieval_k(bot))
+            if context.searches
+            else []
+        )
+    except BaseException:  # the search failed, or the visitor left while it ran
+        await asyncio.shield(db_call(services.message_assistant_discard)(message=context.answer))
+        raise
+    turn = turn_build(context=context, results=results)
     parts: list[str] = []
     first: float | None = None
     result: ChatResult | None = None

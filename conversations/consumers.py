@@ -137,7 +137,11 @@ class ChatConsumer(JsonConsumer):
         # A missing, foreign or expired token gets a new visitor; a valid one is re-signed.
         self.visitor_id, self.visitor_token = visitor_token_issue(bot=bot, visitor_id=visitor_id)
         self.conversation = await db_call(services.conversation_open)(
-            bot=bot, visitor_id=self.visitor_id, channel=Conversation.Channel.WIDGET, metadata=self._metadata()
+            bot=bot,
+            visitor_id=self.visitor_id,
+            channel=Conversation.Channel.WIDGET,
+            metadata=self._metadata(),
+            new_visitor=visitor_id is None,
         )
         if verified_id:
             # Everything this user said to the bot, from any device.

@@ -19,6 +19,7 @@ from django.utils import timezone
 from bots.models import Bot, PromptTemplate
 from chatbase.core.errors import NotFound, TooLong, ValidationFailed
 from conversations import selectors
+from conversations.budgets import budget_visitor_new
 from conversations.models import Conversation, Message
 from conversations.signals import conversation_ended, user_message_stored
 
@@ -81,12 +82,26 @@ def conversations_start(*, conversations: list[Conversation]) -> list[Conversati
 
 
 def conversation_open(
-    *, bot: Bot, visitor_id: str, channel: str, profile: dict | None = None, metadata: dict | None = None
+    *,
+    bot: Bot,
+    visitor_id: str,
+    channel: str,
+    profile: dict | None = None,
+    metadata: dict | None = None,
+    new_visitor: bool = False,
 ) -> Conversation:
-    """The visitor's conversation that has not ended, or a new one."""
-    existing = selectors.conversation_latest_open(bot=bot, visitor_id=visitor_id, channel=channel)
-    if existing is not None:
-        return existing
+    """The visitor's conversation that has not ended, or a new one.
+
+    `new_visitor`: the id was minted just now, so the visitor has no conversation to
+    resume and has spent nothing today (said to the budget cache, which otherwise
+    sums the day's messages on their first question).
+    """
+    if new_visitor:
+        budget_visitor_new(bot_id=bot.pk, visitor_id=visitor_id)
+    else:
+        existing = selectors.conversation_latest_open(bot=bot, visitor_id=visitor_id, channel=channel)
+        if existing is not None:
+            return existing
     return conversation_start(bot=bot, visitor_id=visitor_id, channel=channel, profile=profile, metadata=metadata)
 
 
@@ -172,12 +187,12 @@ def message_user_add(
     return StoredMessage(message, created=True)
 
 
-@transaction.atomic
 def message_assistant_begin(*, conversation: Conversation) -> Message:
     """The answer's row, created before its first token so deltas carry its id.
 
     It stays `incomplete` with empty text until finished: a crash mid-answer leaves an
-    honest record, and empty messages are never shown or sent to a model.
+    honest record, and empty messages are never shown or sent to a model. One INSERT
+    in autocommit, no transaction around it: it is on every answer's path.
     """
     return Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT, text="", incomplete=True)
 

@@ -139,3 +139,20 @@ def test_the_admin_bot_list_shows_todays_tokens_against_the_budget_in_one_query(
     page = response.content.decode()
     assert "1,200 / 1,000 (spent)" in page
     assert page.count(">10<") == 3
+
+
+def test_a_new_visitor_is_known_to_have_spent_nothing(shop_bot, django_assert_num_queries, settings):
+    # Their first question would otherwise sum the day's messages to find 0.
+    from conversations.services import conversation_open
+
+    settings.VISITOR_DAILY_TOKEN_CAP = 1000
+    conversation = conversation_open(bot=shop_bot, visitor_id="v-new", channel="widget", new_visitor=True)
+    conversation = Conversation.objects.select_related("bot").get(pk=conversation.pk)
+    with django_assert_num_queries(0):
+        budget_check(conversation=conversation)
+    # A returning visitor (not new) is summed from the stored messages.
+    spend(shop_bot, visitor="v-back", tokens=1000)
+    returning = conversation_open(bot=shop_bot, visitor_id="v-back", channel="widget")
+    returning = Conversation.objects.select_related("bot").get(pk=returning.pk)
+    with pytest.raises(RateLimited):
+        budget_check(conversation=returning)

@@ -255,3 +255,30 @@ async def test_the_model_can_search_the_knowledge_base_with_a_tool(shop_bot, llm
     assert [t["function"]["name"] for t in first.body["tools"]] == ["find_nearest_area", "search_knowledge"]
     tool_result = next(m for m in second.body["messages"] if m["role"] == "tool")
     assert "9 euros" in tool_result["content"] and "Shipping" in tool_result["content"]
+
+
+async def test_a_failed_search_leaves_the_question_and_no_empty_answer(shop_bot, monkeypatch):
+    # The answer's row is written while the search runs; if the search fails it goes.
+    conversation = await database_sync_to_async(conversation_with)(shop_bot, [("How long do refunds take?", None)])
+
+    async def overloaded(**kwargs):
+        raise Unavailable("The embedding model is overloaded; try again shortly.")
+
+    monkeypatch.setattr(chat.bot_selectors, "chunk_search_async", overloaded)
+    with pytest.raises(Unavailable):
+        async for _ in chat.answer_stream(conversation=conversation):
+            pass
+    roles = await database_sync_to_async(lambda: list(conversation.messages.values_list("role", flat=True)))()
+    assert roles == ["user"]
+
+
+def test_turn_prepare_discards_the_answer_row_when_the_search_fails(shop_bot, monkeypatch):
+    conversation = conversation_with(shop_bot, [("How long do refunds take?", None)])
+
+    def broken(**kwargs):
+        raise Unavailable("The embedding model is overloaded; try again shortly.")
+
+    monkeypatch.setattr(chat.bot_selectors, "chunk_search", broken)
+    with pytest.raises(Unavailable):
+        chat.turn_prepare(conversation_id=conversation.pk)
+    assert list(conversation.messages.values_list("role", flat=True)) == ["user"]
