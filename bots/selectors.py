@@ -28,12 +28,14 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import psycopg
 from django.conf import settings
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.db.models import Count, QuerySet
 
 from bots.models import TEXT_SEARCH_CONFIG, Bot, Chunk, Document, PromptTemplate
 from chatbase.core import metrics
+from chatbase.core.db import kept_connection
 from chatbase.core.errors import NotFound
 from chatbase.core.models import User
 
@@ -147,22 +149,32 @@ def vector_candidates(*, bot_id: int, chunk_count: int, vector: Sequence[float],
         with connection.cursor() as cursor:
             cursor.execute(sql, [literal, bot_id, literal, limit])
             return cursor.fetchall()
-    with transaction.atomic(), connection.cursor() as cursor:
-        # SET LOCAL: these apply to this transaction only, never leak to the pool.
-        # The bot is large: we want the graph walk, not "read all its rows and sort",
-        # which the planner's estimates sometimes prefer just above the threshold.
-        # One round trip for the four (set_config(..., true) is SET LOCAL).
-        cursor.execute(
-            "SELECT set_config('enable_sort', 'off', true), set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-            " set_config('hnsw.ef_search', %s, true), set_config('hnsw.max_scan_tuples', %s, true)",
-            [str(max(settings.RETRIEVAL_HNSW_EF_SEARCH, limit)), str(settings.RETRIEVAL_HNSW_MAX_SCAN_TUPLES)],
-        )
-        cursor.execute(
-            "SELECT id, embedding <=> %s::vector AS distance FROM bots_chunk "
-            "WHERE bot_id = %s ORDER BY embedding <=> %s::vector LIMIT %s",
-            [literal, bot_id, literal, limit],
-        )
-        rows = cursor.fetchall()
+    # SET LOCAL (set_config(..., true)) for the search only, never leaking to the pool.
+    # The bot is large: we want the graph walk, not "read all its rows and sort",
+    # which the planner's estimates sometimes prefer just above the threshold.
+    settings_sql = (
+        "SELECT set_config('enable_sort', 'off', true), set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+        " set_config('hnsw.ef_search', %s, true), set_config('hnsw.max_scan_tuples', %s, true)"
+    )
+    settings_params = [str(max(settings.RETRIEVAL_HNSW_EF_SEARCH, limit)), str(settings.RETRIEVAL_HNSW_MAX_SCAN_TUPLES)]
+    search_sql = (
+        "SELECT id, embedding <=> %s::vector AS distance FROM bots_chunk "
+        "WHERE bot_id = %s ORDER BY embedding <=> %s::vector LIMIT %s"
+    )
+    search_params = [literal, bot_id, literal, limit]
+    with connection.cursor() as cursor:
+        if isinstance(cursor.cursor, psycopg.ClientCursor) and connection.get_autocommit():
+            # One round trip instead of four (BEGIN, settings, search, COMMIT): the
+            # statements of one simple query run as one implicit transaction, so the
+            # settings hold for the search after them and end with it.
+            cursor.execute(f"{settings_sql}; {search_sql}", [*settings_params, *search_params])
+            cursor.cursor.nextset()
+            rows = cursor.fetchall()
+        else:  # server-side binding (one statement per query), or inside a transaction
+            with transaction.atomic():
+                cursor.execute(settings_sql, settings_params)
+                cursor.execute(search_sql, search_params)
+                rows = cursor.fetchall()
     # relaxed_order may return rows slightly out of order.
     return sorted(rows, key=lambda row: row[1])
 
@@ -315,12 +327,9 @@ PREFETCH_KEEP_SECONDS = 30
 PREFETCH_MAX_PENDING = 256
 
 
-def _text_candidates_in_thread(**kwargs) -> list[tuple[int, float]]:
-    try:
-        return text_candidates(**kwargs)
-    finally:
-        # This worker thread's connection goes back (to the pool) at once.
-        connections.close_all()
+# The retrieval threads keep their connections (chatbase.core.db.kept_connection):
+# a checkout per search cost a round trip on the way to the first token.
+_text_candidates_in_thread = kept_connection(text_candidates)
 
 
 class _Prefetches:
@@ -364,11 +373,9 @@ def _prefetch_key(bot: Bot, query: str, k: int) -> tuple:
 
 
 def _hybrid_search_in_thread(bot: Bot, query: str, k: int):
+    @kept_connection
     def search() -> list[SearchResult]:
-        try:
-            return _chunk_search(bot=bot, query=query, k=k, mode="hybrid")
-        finally:
-            connections.close_all()  # this thread's connection goes back to the pool
+        return _chunk_search(bot=bot, query=query, k=k, mode="hybrid")
 
     return search
 

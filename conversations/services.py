@@ -153,34 +153,41 @@ def message_user_add(
     """Store what the user wrote, once per client_id, and wake the conversation up."""
     text = _validate_text(text)
     client_id = _validate_client_id(client_id)
-    existing = selectors.message_get_by_client_id(conversation=conversation, client_id=client_id)
-    if existing is not None:
-        return StoredMessage(existing, created=False)
+    now = timezone.now()
     try:
         with transaction.atomic():
-            # The status in memory may be stale (the beat ends idle conversations): the
-            # row lock reads the real one and orders concurrent senders.
-            status = Conversation.objects.select_for_update().values_list("status", flat=True).get(pk=conversation.pk)
-            if status == Conversation.Status.ENDED:
-                raise ValidationFailed("This conversation has ended; start a new one.", code="conversation_ended")
-            message = Message.objects.create(
-                conversation=conversation, role=Message.Role.USER, text=text, client_id=client_id, sender=sender
+            # One UPDATE reads the real status (the one in memory may be stale: the
+            # beat ends idle conversations), takes the row lock that orders concurrent
+            # senders, and wakes the conversation up.
+            woken = (
+                Conversation.objects.filter(pk=conversation.pk)
+                .exclude(status=Conversation.Status.ENDED)
+                .update(message_count=F("message_count") + 1, last_activity_at=now, status=Conversation.Status.ACTIVE)
             )
-            now = timezone.now()
-            Conversation.objects.filter(pk=conversation.pk).update(
-                message_count=F("message_count") + 1, last_activity_at=now, status=Conversation.Status.ACTIVE
-            )
-            # send_robust: the message is committed; a failing receiver (say, one whose
-            # broker is down) is logged and must not turn that into the sender's error.
-            transaction.on_commit(
-                lambda: user_message_stored.send_robust(sender=Conversation, conversation=conversation, message=message)
-            )
+            if woken:
+                message = Message.objects.create(
+                    conversation=conversation, role=Message.Role.USER, text=text, client_id=client_id, sender=sender
+                )
+                # send_robust: the message is committed; a failing receiver (say, one whose
+                # broker is down) is logged and must not turn that into the sender's error.
+                transaction.on_commit(
+                    lambda: user_message_stored.send_robust(
+                        sender=Conversation, conversation=conversation, message=message
+                    )
+                )
     except IntegrityError:
-        # The same client_id raced in from another connection: that one was stored.
+        # This client_id was stored before: a resend after a reconnect, or the same
+        # message racing in from another connection. (Not looked up first: that would
+        # be a query on every message for the rare resend.)
         existing = selectors.message_get_by_client_id(conversation=conversation, client_id=client_id)
         if existing is None:
             raise
         return StoredMessage(existing, created=False)
+    if not woken:
+        existing = selectors.message_get_by_client_id(conversation=conversation, client_id=client_id)
+        if existing is not None:  # stored before the conversation ended
+            return StoredMessage(existing, created=False)
+        raise ValidationFailed("This conversation has ended; start a new one.", code="conversation_ended")
     conversation.status = Conversation.Status.ACTIVE
     conversation.last_activity_at = now
     conversation.message_count += 1

@@ -158,3 +158,24 @@ def test_k_rows_always_when_the_bot_has_k_chunks(query, rng):
 
 def test_empty_bot_returns_nothing(query):
     assert chunk_search_by_vector(bot=BotFactory(), vector=query, k=5, query="anything") == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_hnsw_search_is_one_round_trip_whose_settings_end_with_it(settings, query, rng):
+    from django.test.utils import CaptureQueriesContext
+
+    settings.RETRIEVAL_EXACT_SCAN_MAX_CHUNKS = 0
+    settings.RETRIEVAL_HNSW_EF_SEARCH = 10
+    mine, crowd = BotFactory(), BotFactory()
+    add_chunks(crowd, [near(query, 0.1, rng) for _ in range(800)])
+    add_chunks(mine, [near(query, 1.2, rng) for _ in range(800)])
+    assert _plan_uses_hnsw(mine.pk, query), "the planner did not pick the HNSW index; the test proves nothing"
+    with CaptureQueriesContext(connection) as trips:
+        rows = vector_candidates(bot_id=mine.pk, chunk_count=mine.chunk_count, vector=query, limit=10)
+    assert len(trips) == 1
+    assert len(rows) == 10  # the settings held: iterative scans found all ten past the crowd
+    with transaction.atomic():  # the same search as separate statements in a transaction
+        assert vector_candidates(bot_id=mine.pk, chunk_count=mine.chunk_count, vector=query, limit=10) == rows
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('enable_sort'), current_setting('hnsw.ef_search')")
+        assert cursor.fetchone() == ("on", "40")  # back to the defaults on this pooled connection

@@ -139,7 +139,9 @@ if env.bool("DB_POOL", default=True):
     # checkout. Sized per process: Daphne's sync thread plus Celery's threads.
     DATABASES["default"]["OPTIONS"]["pool"] = {
         "min_size": env.int("DB_POOL_MIN", default=1),
-        "max_size": env.int("DB_POOL_MAX", default=10),
+        # The chat's threads keep one each (chatbase.core.db: 2 + 4 + 2 at most),
+        # beside the matchmaking threads, the views and in-process tasks.
+        "max_size": env.int("DB_POOL_MAX", default=20),
         "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from bots.llm.tools import ToolSpec, register, unregister
 from bots.templates import template_get
-from chatbase.core.errors import Unavailable
+from chatbase.core.errors import Unavailable, ValidationFailed
 from chatbase.testing.fake_llm import Script
 from conversations import chat, services
 from conversations.models import Conversation, Message
@@ -282,3 +282,24 @@ def test_turn_prepare_discards_the_answer_row_when_the_search_fails(shop_bot, mo
     with pytest.raises(Unavailable):
         chat.turn_prepare(conversation_id=conversation.pk)
     assert list(conversation.messages.values_list("role", flat=True)) == ["user"]
+
+
+def test_a_resend_is_stored_once_and_counted_once(shop_bot):
+    conversation = services.conversation_start(bot=shop_bot, visitor_id="v1", channel="widget")
+    first = services.message_user_add(conversation=conversation, text="Where is my parcel?", client_id="c-1")
+    again = services.message_user_add(conversation=conversation, text="Where is my parcel?", client_id="c-1")
+    assert first.created and not again.created and again.message.pk == first.message.pk
+    conversation.refresh_from_db()
+    assert conversation.message_count == 1  # the resend's increment was rolled back with its INSERT
+
+
+def test_a_resend_after_the_conversation_ended_is_the_stored_message_not_an_error(shop_bot):
+    conversation = services.conversation_start(bot=shop_bot, visitor_id="v1", channel="widget")
+    first = services.message_user_add(conversation=conversation, text="Where is my parcel?", client_id="c-1")
+    Conversation.objects.filter(pk=conversation.pk).update(status=Conversation.Status.ENDED)
+    again = services.message_user_add(conversation=conversation, text="Where is my parcel?", client_id="c-1")
+    assert not again.created and again.message.pk == first.message.pk
+    with pytest.raises(ValidationFailed) as refused:
+        services.message_user_add(conversation=conversation, text="Hello again?", client_id="c-2")
+    assert refused.value.code == "conversation_ended"
+    assert conversation.messages.count() == 1
