@@ -94,10 +94,17 @@ def test_an_old_connection_is_given_back_to_the_pool(one_thread, monkeypatch):
 def test_chat_calls_keep_their_connections(settings):
     import asyncio
 
-    async def calls():
-        return [await db.db_call(backend_pid)() for _ in range(10)]
+    def slow_pid():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid(), pg_sleep(0.05)")
+            return cursor.fetchone()[0]
 
-    pids = asyncio.run(calls())
+    async def calls(function, together):
+        if together:  # every chat thread busy at once: each has started and connected
+            return await asyncio.gather(*(db.db_call(function)() for _ in range(2 * settings.CHAT_DB_THREADS)))
+        return [await db.db_call(function)() for _ in range(10)]
+
+    pids = set(asyncio.run(calls(slow_pid, together=True)))
     before = checkouts()
-    assert set(asyncio.run(calls())) <= set(pids)
+    assert set(asyncio.run(calls(backend_pid, together=False))) <= pids
     assert checkouts() == before
