@@ -223,17 +223,12 @@ class ChatConsumer(JsonConsumer):
         )
         await arate_limit_hit(key=f"chat-ip:{self.ip}", rate=Rate.parse(settings.CHAT_RATE_PER_IP))
         prefetch_retrieval(bot=self.bot, text=text, previous=self.last_user_text)
-        # Lead detection of the message (in-process without a broker) runs after the answer.
-        with deferred.held_until_reply() as held:
-            stored = await self._store(text, client_id)
+        stored = await self._store(text, client_id)
         self.last_user_text = stored.message.text
         await self.send_json({"type": "message.ack", "client_id": client_id or None, "message_id": stored.message.pk})
         if not stored.created:
-            # A resend after a reconnect: it was answered (or is being answered) already.
-            if held:
-                await db_call(deferred.run_held)(held)
-            return
-        task = asyncio.create_task(self._answer(held))
+            return  # a resend after a reconnect: it was answered (or is being answered) already
+        task = asyncio.create_task(self._answer())
         self.answer_tasks.add(task)
         task.add_done_callback(self.answer_tasks.discard)
 
@@ -269,7 +264,8 @@ class ChatConsumer(JsonConsumer):
         )
         return await db_call(services.message_user_add)(conversation=self.conversation, text=text, client_id=client_id)
 
-    async def _answer(self, held):
+    async def _answer(self):
+        held = []  # in-process tasks the answer sends (the rolling summary), run after it
         try:
             # One answer at a time per socket, in the order the messages came.
             async with self.answer_lock:
@@ -286,8 +282,8 @@ class ChatConsumer(JsonConsumer):
                     await self.send_error(exc)
         finally:
             if held:
-                # Also when the visitor left mid-answer: the message was stored. Not
-                # cancelled with the answer: disconnect() waits for it (bounded).
+                # Also when the visitor left mid-answer. Not cancelled with the
+                # answer: disconnect() waits for it (bounded).
                 run = asyncio.ensure_future(db_call(deferred.run_held)(held))
                 try:
                     await asyncio.shield(run)

@@ -6,7 +6,6 @@ import logging
 
 from django.dispatch import receiver
 
-from chatbase.core.deferred import enqueue
 from conversations.signals import user_message_stored
 
 logger = logging.getLogger(__name__)
@@ -14,12 +13,15 @@ logger = logging.getLogger(__name__)
 
 @receiver(user_message_stored, dispatch_uid="leads.user_message_stored")
 def on_user_message_stored(sender, conversation, message, **kwargs):
-    # Sent after commit already; the work (detection, scoring) goes to a worker, or,
-    # without a broker, waits until the chat has sent its reply (chatbase.core.deferred).
+    # Sent after commit already; the work (detection, scoring) goes to a worker. Not
+    # held for the reply without a broker (chatbase.core.deferred): held, 100 answers
+    # finishing together ran 100 detections beside the streams still relaying tokens,
+    # and doubled their per-token latency (bench/streaming.py); a few ms before the
+    # first token cost less.
     from leads.tasks import lead_message_process_task
 
     try:
-        enqueue(lead_message_process_task, message.pk)
+        lead_message_process_task.delay(message.pk)
     except Exception:
         # Lead detection must never break the chat: the visitor's message is stored
         # and will be answered whatever happens here.

@@ -268,3 +268,31 @@ async def test_the_conversation_keeps_only_the_visitors_anonymised_network(shop_
     # What a lead found later in the visitor's messages is located from (never the full address).
     assert conversation.metadata == {"origin": ORIGIN, "ip_anonymised": "203.0.113.0"}
     await comm.disconnect()
+
+
+async def test_without_a_broker_the_summary_waits_until_answer_done_is_sent(shop_bot, llm, settings):
+    # Eager, it was a model call between the answer's last token and answer.done.
+    from conversations import services
+
+    settings.CHAT_HISTORY_MESSAGES = 2
+    visitor, token = await database_sync_to_async(visitor_token_issue)(bot=shop_bot, visitor_id=None)
+
+    def long_conversation():
+        conversation = services.conversation_start(bot=shop_bot, visitor_id=visitor, channel="widget")
+        for i in range(6):
+            services.message_user_add(conversation=conversation, text=f"question {i}")
+            answer = services.message_assistant_begin(conversation=conversation)
+            services.message_assistant_finish(message=answer, text=f"answer {i}", sources=[], providers=["openai"])
+        return conversation
+
+    conversation = await database_sync_to_async(long_conversation)()
+    llm.openai.enqueue(Script(text="Refunds take 14 days."))
+    # The summary's call hangs: answer.done can only arrive if it is not waited for.
+    llm.openai.enqueue(Script(failure="hang", hang_seconds=3))
+    comm, ready = await connect(shop_bot, visitor=token)
+    assert ready["conversation_id"] == conversation.pk
+    await comm.send_json_to({"type": "message.send", "text": "How long do refunds take?"})
+    frames = await receive_until(comm, "answer.done", timeout=2)
+    assert frames[-1]["type"] == "answer.done" and frames[-1]["text"] == "Refunds take 14 days."
+    assert await llm.until(lambda: len(llm.requests_for("openai")) == 2, timeout=5)  # then it ran
+    await comm.disconnect()

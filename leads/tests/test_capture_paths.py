@@ -172,21 +172,6 @@ async def test_contact_details_in_a_chat_message_make_a_lead(widget_bot):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_without_a_broker_lead_detection_waits_until_the_answer_is_sent(widget_bot):
-    # Run in-process, it used to sit between the stored message and the first token.
-    comm, _ = await connect(widget_bot)
-    await comm.send_json_to({"type": "message.send", "text": "We want to buy 20 units, mail ravi@example.in"})
-    assert (await comm.receive_json_from(timeout=10))["type"] == "message.ack"
-    assert (await comm.receive_json_from(timeout=15))["type"] == "answer.delta"
-    assert not await database_sync_to_async(Lead.objects.filter(bot=widget_bot).exists)()
-    while (await comm.receive_json_from(timeout=15))["type"] != "answer.done":
-        pass
-    await comm.disconnect()  # waits for the held detection
-    lead = await database_sync_to_async(Lead.objects.get)(bot=widget_bot)
-    assert lead.email == "ravi@example.in"
-
-
-@pytest.mark.django_db(transaction=True)
 async def test_a_visitor_who_leaves_mid_answer_still_becomes_a_lead(widget_bot, fake_llm):
     fake_llm.openai.enqueue(Script(text=" ".join(f"w{i}" for i in range(200)), tokens_per_second=20))
     comm, _ = await connect(widget_bot)
