@@ -285,3 +285,19 @@ def test_score_weights_must_name_markers(owner_client, owner):
     assert bad.status_code == 400
     ok = owner_client.patch(url, {"configuration": {"score_weights": {"budget": 30}}}, format="json")
     assert ok.status_code == 200 and ok.json()["configuration"]["score_weights"] == {"budget": 30}
+
+
+@pytest.mark.django_db
+def test_with_a_broker_detection_is_published_as_a_task(django_capture_on_commit_callbacks, monkeypatch):
+    from chatbase.celery import app
+    from conversations.services import message_user_add
+    from leads.tasks import lead_message_process_task
+
+    published = []
+    monkeypatch.setattr(lead_message_process_task, "delay", lambda message_id: published.append(message_id))
+    monkeypatch.setitem(app.conf, "task_always_eager", False)
+    conversation = ConversationFactory()
+    with django_capture_on_commit_callbacks(execute=True):
+        stored = message_user_add(conversation=conversation, text="What's the price of the premium plan?")
+    assert published == [stored.message.pk]
+    assert not Lead.objects.exists()  # a worker will make it
