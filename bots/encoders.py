@@ -22,6 +22,7 @@ correctness.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -179,22 +180,27 @@ def onnx_model_bytes(model, model_dir: Path, *, fresh: bool = False) -> bytes:
     """The exported graph: read from VAR_DIR/models if exported before, else exported
     (about 2 s) and kept there for the next process. A directory that cannot be
     written costs the export per process, nothing else."""
-    cache = Path(settings.VAR_DIR) / "models" / f"{model_dir.name}-{_export_key(model_dir)}.onnx"
+    cache = Path(settings.VAR_DIR) / "models" / f"embedding-pass-{_export_key(model_dir)}.onnx"
     if not fresh:
         try:
             return cache.read_bytes()
         except OSError:
             pass
     data = _export_onnx(model)
+    temporary = None
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         # Written aside and renamed: another process loading at the same moment reads
         # the old file or the whole new one, never half of one.
         fd, temporary = tempfile.mkstemp(dir=cache.parent, prefix=cache.name, suffix=".tmp")
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide it from workers running as another user
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(temporary, cache)
     except OSError as exc:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)  # not a partial 90 MB file left on a full disk
         logger.warning("Could not keep the exported embedding model in %s (%s); exported again per process.",
                        cache.parent, exc)  # fmt: skip
     return data

@@ -229,10 +229,10 @@ def turn_prepare(*, conversation_id: int, owner: User | None = None) -> Turn:
         results = (
             bot_selectors.chunk_search(bot=bot, query=context.query, k=retrieval_k(bot)) if context.searches else []
         )
+        return turn_build(context=context, results=results)
     except Exception:
         services.message_assistant_discard(message=context.answer)
         raise
-    return turn_build(context=context, results=results)
 
 
 def sources_for(text: str, passages: list[bot_selectors.SearchResult], providers: list[str]) -> list[dict]:
@@ -330,10 +330,10 @@ async def answer_stream(
             if context.searches
             else []
         )
+        turn = turn_build(context=context, results=results)
     except BaseException:  # the search failed, or the visitor left while it ran
         await asyncio.shield(db_call(services.message_assistant_discard)(message=context.answer))
         raise
-    turn = turn_build(context=context, results=results)
     parts: list[str] = []
     first: float | None = None
     result: ChatResult | None = None

@@ -19,7 +19,7 @@ from bots.preview import origin_is_own_host, preview_token_valid
 from chatbase.core import deferred
 from chatbase.core.clientip import client_ip_from_scope
 from chatbase.core.consumers import NO_CHANNEL_LAYER, JsonConsumer
-from chatbase.core.db import db_call
+from chatbase.core.db import after_reply_call, db_call
 from chatbase.core.errors import ChatbaseError, RateLimited, ValidationFailed
 from chatbase.core.ratelimit import Rate, arate_limit_hit
 from conversations import selectors, services
@@ -265,7 +265,7 @@ class ChatConsumer(JsonConsumer):
         return await db_call(services.message_user_add)(conversation=self.conversation, text=text, client_id=client_id)
 
     async def _answer(self):
-        held = []  # in-process tasks the answer sends (the rolling summary), run after it
+        held = deferred.Held()  # in-process tasks the answer sends (the rolling summary), run after it
         try:
             # One answer at a time per socket, in the order the messages came.
             async with self.answer_lock:
@@ -281,10 +281,11 @@ class ChatConsumer(JsonConsumer):
                     logger.exception("Answering in conversation %s failed", self.conversation.pk)
                     await self.send_error(exc)
         finally:
-            if held:
+            calls = held.close()
+            if calls:
                 # Also when the visitor left mid-answer. Not cancelled with the
                 # answer: disconnect() waits for it (bounded).
-                run = asyncio.ensure_future(db_call(deferred.run_held)(held))
+                run = asyncio.ensure_future(after_reply_call(deferred.run)(calls))
                 try:
                     await asyncio.shield(run)
                 except asyncio.CancelledError:

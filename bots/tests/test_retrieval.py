@@ -100,6 +100,7 @@ def test_hnsw_path_returns_k_rows_when_the_filter_discards_most(settings, query,
     # query: the graph walk meets the crowd first. Without iterative scans a
     # post-filtered HNSW search would come back with fewer than k of this bot's rows.
     settings.RETRIEVAL_EXACT_SCAN_MAX_CHUNKS = 0
+    settings.RETRIEVAL_EXACT_SCAN_SHARE_LIMIT = 0  # half the table would otherwise be scanned exactly
     settings.RETRIEVAL_HNSW_EF_SEARCH = 10
     mine, crowd = BotFactory(), BotFactory()
     add_chunks(crowd, [near(query, 0.1, rng) for _ in range(800)])
@@ -171,6 +172,7 @@ def test_the_hnsw_search_is_one_round_trip_whose_settings_end_with_it(settings, 
     from django.test.utils import CaptureQueriesContext
 
     settings.RETRIEVAL_EXACT_SCAN_MAX_CHUNKS = 0
+    settings.RETRIEVAL_EXACT_SCAN_SHARE_LIMIT = 0  # half the table would otherwise be scanned exactly
     settings.RETRIEVAL_HNSW_EF_SEARCH = 10
     mine, crowd = BotFactory(), BotFactory()
     add_chunks(crowd, [near(query, 0.1, rng) for _ in range(800)])
@@ -179,7 +181,7 @@ def test_the_hnsw_search_is_one_round_trip_whose_settings_end_with_it(settings, 
     _total_chunks_estimate()  # read now (it is kept a minute), not inside the trips counted below
     with CaptureQueriesContext(connection) as trips:
         rows = vector_candidates(bot_id=mine.pk, chunk_count=mine.chunk_count, vector=query, limit=10)
-    assert len(trips) == 1
+    assert len(trips) == 1 and "set_config('hnsw.ef_search'" in trips[0]["sql"]
     assert len(rows) == 10  # the settings held: iterative scans found all ten past the crowd
     with transaction.atomic():  # the same search as separate statements in a transaction
         assert vector_candidates(bot_id=mine.pk, chunk_count=mine.chunk_count, vector=query, limit=10) == rows

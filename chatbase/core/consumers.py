@@ -38,8 +38,8 @@ class JsonConsumer(AsyncJsonWebsocketConsumer):
         # thread for every message a consumer handles: under a burst of frames that single
         # thread became the queue every socket waited in (bench/matchmaking.py,
         # bench/streaming.py). Our consumers reach the ORM only through
-        # database_sync_to_async, which closes old connections around each call on the
-        # thread that runs it, so the extra hop is skipped.
+        # database_sync_to_async or chatbase.core.db's db_call, which look after the
+        # connection of the thread that runs each call, so the extra hop is skipped.
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")

@@ -43,11 +43,15 @@ def kept_connections_check() -> None:
             continue
         if getattr(connection, "_kept_raw", None) is not raw:
             connection._kept_raw, connection._kept_since = raw, now
-        if (
+        if _hung_up(raw):
+            # Closed first: the client has not read the server's goodbye yet, so the
+            # pool would take the connection back as a healthy idle one.
+            raw.close()
+            connection.close()
+        elif (
             connection.errors_occurred
             or connection.get_autocommit() != connection.settings_dict["AUTOCOMMIT"]
             or now - connection._kept_since > KEPT_CONNECTION_MAX_AGE_SECONDS
-            or _hung_up(raw)
         ):
             connection.close()
 
@@ -78,6 +82,11 @@ def _chat_executor() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=max(1, settings.CHAT_DB_THREADS), thread_name_prefix="chat-db")
 
 
+@functools.cache
+def _after_reply_executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-after-reply")
+
+
 def db_call(function):
     """`function` as a coroutine on one of CHAT_DB_THREADS threads, on its kept connection.
 
@@ -89,3 +98,11 @@ def db_call(function):
     of the threads may run it.
     """
     return SyncToAsync(kept_connection(function), thread_sensitive=False, executor=_chat_executor())
+
+
+def after_reply_call(function):
+    """`function` as a coroutine on the one thread for work done after a reply (held
+    in-process tasks, chatbase.core.deferred): a rolling summary's model call there
+    holds its thread for seconds, which must not be one of the few CHAT_DB_THREADS
+    every socket's messages wait for."""
+    return SyncToAsync(kept_connection(function), thread_sensitive=False, executor=_after_reply_executor())

@@ -18,31 +18,64 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 
 logger = logging.getLogger(__name__)
 
+
+class Held:
+    """The tasks held for one reply. Once closed (taken to be run), a task sent late
+    (say, by the finish of an answer that was cancelled twice) is not held but run
+    at once: nothing is left in a list nobody will run."""
+
+    def __init__(self):
+        self._calls: list[Callable[[], object]] = []
+        self._closed = False
+        self._lock = threading.Lock()  # the sender is a database thread, the reader the event loop
+
+    def add(self, call: Callable[[], object]) -> bool:
+        with self._lock:
+            if self._closed:
+                return False
+            self._calls.append(call)
+            return True
+
+    def close(self) -> list[Callable[[], object]]:
+        """What was held, oldest first; nothing more is held after this."""
+        with self._lock:
+            self._closed = True
+            calls, self._calls = self._calls, []
+            return calls
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+
 # Context, not thread, state: the ORM work of an async consumer runs on database
 # threads that asgiref enters with a copy of the consumer's context, so a task sent
 # there (from an on_commit callback) lands in the consumer's list.
-_held: ContextVar[list[Callable[[], object]] | None] = ContextVar("chatbase_held_tasks", default=None)
+_held: ContextVar[Held | None] = ContextVar("chatbase_held_tasks", default=None)
 
 
 def enqueue(task, *args, **kwargs) -> None:
     """`task.delay(*args, **kwargs)`, or held for the reply (see the module docstring)."""
     held = _held.get()
-    if held is not None and task.app.conf.task_always_eager:
-        held.append(functools.partial(task.delay, *args, **kwargs))
+    if (
+        held is not None
+        and task.app.conf.task_always_eager
+        and held.add(functools.partial(task.delay, *args, **kwargs))
+    ):
         return
     task.delay(*args, **kwargs)
 
 
 @contextlib.contextmanager
-def held_until_reply(held: list[Callable[[], object]] | None = None) -> Iterator[list[Callable[[], object]]]:
-    """Within: eager tasks sent through `enqueue` are appended to the list yielded (or
-    to `held`, to gather several steps of one reply) instead of run."""
-    held = [] if held is None else held
+def held_until_reply(held: Held | None = None) -> Iterator[Held]:
+    """Within: eager tasks sent through `enqueue` are added to the Held yielded (or to
+    `held`, to gather several steps of one reply) instead of run."""
+    held = Held() if held is None else held
     token = _held.set(held)
     try:
         yield held
@@ -50,12 +83,16 @@ def held_until_reply(held: list[Callable[[], object]] | None = None) -> Iterator
         _held.reset(token)
 
 
-def run_held(held: list[Callable[[], object]]) -> None:
-    """Run what was held, oldest first; one failing does not stop the others (each was
+def run(calls: list[Callable[[], object]]) -> None:
+    """Run held calls, oldest first; one failing does not stop the others (each was
     sent after its data committed, and an eager task's failure is its own)."""
-    while held:
-        call = held.pop(0)
+    for call in calls:
         try:
             call()
         except Exception:
             logger.exception("A task held for the reply failed")
+
+
+def run_held(held: Held) -> None:
+    """Close `held` and run what it held."""
+    run(held.close())

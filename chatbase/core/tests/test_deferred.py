@@ -37,7 +37,17 @@ def test_inside_a_reply_eager_tasks_wait_for_run_held_in_order():
     deferred.enqueue(record, "after the scope")  # the scope is closed: not held
     assert RAN == ["after the scope"]
     deferred.run_held(held)
-    assert RAN == ["after the scope", "first", "second"] and held == []
+    assert RAN == ["after the scope", "first", "second"] and len(held) == 0
+
+
+def test_a_task_sent_after_its_list_was_taken_runs_at_once():
+    # An answer cancelled twice can still be finishing on a database thread.
+    with deferred.held_until_reply() as held:
+        deferred.enqueue(record, "held")
+        deferred.run_held(held)
+        deferred.enqueue(record, "late")
+        assert RAN == ["held", "late"]
+    assert len(held) == 0
 
 
 def test_steps_of_one_reply_share_a_list_and_one_failure_stops_nothing():
@@ -46,8 +56,7 @@ def test_steps_of_one_reply_share_a_list_and_one_failure_stops_nothing():
     with deferred.held_until_reply(held):
         deferred.enqueue(record, "fails")
         deferred.enqueue(record, "answered")
-    with pytest.raises(AssertionError):
-        assert RAN  # nothing ran yet
+    assert RAN == []
     deferred.run_held(held)
     assert RAN == ["stored", "fails", "answered"]
 
@@ -63,4 +72,4 @@ def test_with_a_broker_tasks_are_published_at_once(monkeypatch):
             deferred.enqueue(record, "published")
     finally:
         app.conf.task_always_eager = saved
-    assert published == [("published",)] and held == []
+    assert published == [("published",)] and len(held) == 0
