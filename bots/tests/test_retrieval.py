@@ -95,10 +95,9 @@ def _plan_uses_hnsw(bot_id, vector):
         return "chunk_embedding_hnsw" in "\n".join(row[0] for row in cursor.fetchall())
 
 
-def test_hnsw_path_returns_k_rows_when_the_filter_discards_most(settings, query, rng):
-    # A large bot sharing the index with a crowd of chunks that are all nearer the
-    # query: the graph walk meets the crowd first. Without iterative scans a
-    # post-filtered HNSW search would come back with fewer than k of this bot's rows.
+def crowded_large_bot(settings, query, rng):
+    """A bot searched through the HNSW index, sharing it with a crowd of chunks that are
+    all nearer the query: (the bot, its chunks)."""
     settings.RETRIEVAL_EXACT_SCAN_MAX_CHUNKS = 0
     settings.RETRIEVAL_EXACT_SCAN_SHARE_LIMIT = 0  # half the table would otherwise be scanned exactly
     settings.RETRIEVAL_HNSW_EF_SEARCH = 10
@@ -106,6 +105,14 @@ def test_hnsw_path_returns_k_rows_when_the_filter_discards_most(settings, query,
     add_chunks(crowd, [near(query, 0.1, rng) for _ in range(800)])
     my_chunks = add_chunks(mine, [near(query, 1.2, rng) for _ in range(800)])
     assert _plan_uses_hnsw(mine.pk, query), "the planner did not pick the HNSW index; the test proves nothing"
+    return mine, my_chunks
+
+
+def test_hnsw_path_returns_k_rows_when_the_filter_discards_most(settings, query, rng):
+    # A large bot sharing the index with a crowd of chunks that are all nearer the
+    # query: the graph walk meets the crowd first. Without iterative scans a
+    # post-filtered HNSW search would come back with fewer than k of this bot's rows.
+    mine, my_chunks = crowded_large_bot(settings, query, rng)
 
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_sort = off")
@@ -171,13 +178,7 @@ def test_empty_bot_returns_nothing(query):
 def test_the_hnsw_search_is_one_round_trip_whose_settings_end_with_it(settings, query, rng):
     from django.test.utils import CaptureQueriesContext
 
-    settings.RETRIEVAL_EXACT_SCAN_MAX_CHUNKS = 0
-    settings.RETRIEVAL_EXACT_SCAN_SHARE_LIMIT = 0  # half the table would otherwise be scanned exactly
-    settings.RETRIEVAL_HNSW_EF_SEARCH = 10
-    mine, crowd = BotFactory(), BotFactory()
-    add_chunks(crowd, [near(query, 0.1, rng) for _ in range(800)])
-    add_chunks(mine, [near(query, 1.2, rng) for _ in range(800)])
-    assert _plan_uses_hnsw(mine.pk, query), "the planner did not pick the HNSW index; the test proves nothing"
+    mine, _ = crowded_large_bot(settings, query, rng)
     _total_chunks_estimate()  # read now (it is kept a minute), not inside the trips counted below
     with CaptureQueriesContext(connection) as trips:
         rows = vector_candidates(bot_id=mine.pk, chunk_count=mine.chunk_count, vector=query, limit=10)
