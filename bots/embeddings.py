@@ -97,9 +97,14 @@ class _BaseEmbedder(ABC):
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         texts = list(texts)
-        if not texts:
-            return []
-        vectors = self._embed(texts)
+        return self._checked(texts, self._embed(texts)) if texts else []
+
+    def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        """Questions' vectors, uncached and unbatched by the query batcher (which calls this)."""
+        texts = list(texts)
+        return self._checked(texts, self._embed_queries(texts)) if texts else []
+
+    def _checked(self, texts: list[str], vectors: list[list[float]]) -> list[list[float]]:
         if len(vectors) != len(texts) or any(len(v) != self.dimensions for v in vectors):
             raise ImproperlyConfigured(
                 f"The embedder {self.name} returned vectors of the wrong shape "
@@ -132,6 +137,9 @@ class _BaseEmbedder(ABC):
     def _embed(self, texts: list[str]) -> list[list[float]]:
         """The vectors of a non-empty list of texts, in order."""
 
+    def _embed_queries(self, texts: list[str]) -> list[list[float]]:
+        return self._embed(texts)
+
 
 class _QueryBatcher:
     """Embeds every caller's queries on one thread; those waiting together in one pass.
@@ -142,8 +150,9 @@ class _QueryBatcher:
     on 2 cores one short query costs ~5.7 ms alone and ~1.4 ms in a pass of 16
     (docs/performance.md). This thread takes whatever is waiting, oldest first, up to
     QUERY_BATCH at a time: a lone query waits for nobody and a burst costs a fraction
-    of its size. A query that
-    is already waiting or being embedded is not embedded twice.
+    of its size. A query that is already waiting or being embedded is not embedded
+    twice. (The local model's int8 question pass takes a batch one question at a time,
+    ~1.1 ms each: see LocalEmbedder._embed_queries.)
     """
 
     def __init__(self, embedder: _BaseEmbedder):
@@ -188,7 +197,7 @@ class _QueryBatcher:
     def _embed(self, batch: dict[str, Future]) -> None:
         texts = list(batch)
         try:
-            vectors = self._embedder.embed_documents(texts)
+            vectors = self._embedder.embed_queries(texts)
         except ValidationFailed as exc:
             if len(texts) == 1:
                 batch[texts[0]].set_exception(exc)
@@ -229,6 +238,23 @@ class LocalEmbedder(_BaseEmbedder):
                     torch.set_num_threads(max(1, settings.EMBEDDING_THREADS))
                     self._model = load_local_model()
         return self._model
+
+    def _embed_queries(self, texts: list[str]) -> list[list[float]]:
+        from bots.encoders import PRECISIONS, fast_encoder
+
+        precision = (settings.EMBEDDING_QUERY_PRECISION or "int8").strip().lower()
+        if precision not in PRECISIONS:
+            raise ImproperlyConfigured(
+                f"EMBEDDING_QUERY_PRECISION must be one of {', '.join(PRECISIONS)}, not {precision!r}."
+            )
+        if precision == "fp32":
+            return self._embed(texts)
+        encoder = fast_encoder(self.model, local_model_path(), precision=precision)
+        if encoder is None or encoder.precision == "fp32":
+            return self._embed(texts)  # the int8 pass is not usable here
+        # One pass per question: int8 activations are scaled per pass, so a question
+        # padded in with others would get a slightly different vector each time.
+        return encoder.encode(texts, batch_size=1)
 
     def _embed(self, texts: list[str]) -> list[list[float]]:
         from bots.encoders import fast_encoder

@@ -125,14 +125,15 @@ def local_embedder():
 class EmbedderSpy:
     """Counts the texts the embedder is asked for (the real embedder still does the work)."""
 
-    def __init__(self, embedder):
+    def __init__(self, embedder, method: str = "embed_documents"):
         self.embedder = embedder
+        self.method = method
         self.calls: list[list[str]] = []
 
     def __call__(self, texts):
         texts = list(texts)
         self.calls.append(texts)
-        return type(self.embedder).embed_documents(self.embedder, texts)
+        return getattr(type(self.embedder), self.method)(self.embedder, texts)
 
     @property
     def texts(self) -> list[str]:
@@ -143,4 +144,12 @@ class EmbedderSpy:
 def embed_spy(local_embedder, monkeypatch):
     spy = EmbedderSpy(local_embedder)
     monkeypatch.setattr(local_embedder, "embed_documents", spy)
+    return spy
+
+
+@pytest.fixture
+def query_spy(local_embedder, monkeypatch):
+    """As embed_spy, for the questions the query batcher embeds."""
+    spy = EmbedderSpy(local_embedder, "embed_queries")
+    monkeypatch.setattr(local_embedder, "embed_queries", spy)
     return spy

@@ -85,8 +85,8 @@ def test_embed_query_is_cached_and_the_cache_is_bounded(local_embedder):
     fresh = LocalEmbedder(batch_size=8, query_cache_size=2)
     fresh._model = local_embedder.model
     calls = []
-    real = fresh._embed
-    fresh._embed = lambda texts: calls.append(list(texts)) or real(texts)
+    real = fresh._embed_queries
+    fresh._embed_queries = lambda texts: calls.append(list(texts)) or real(texts)
 
     first = fresh.embed_query("What are your opening hours?")
     first.append(123.0)  # a caller mutating its copy must not poison the cache
@@ -213,14 +213,14 @@ def test_unknown_backend_is_refused():
         get_embedder()
 
 
-def test_a_prefetched_query_is_embedded_once_and_reused(local_embedder, embed_spy):
+def test_a_prefetched_query_is_embedded_once_and_reused(local_embedder, query_spy):
     import threading
 
-    text = f"prefetch me {threading.get_ident()} {id(embed_spy)}"
+    text = f"prefetch me {threading.get_ident()} {id(query_spy)}"
     local_embedder.prefetch_query(text)
     vector = local_embedder.embed_query(text)  # waits for the prefetch instead of embedding again
     assert vector == local_embedder.embed_query(text)
-    assert embed_spy.texts == [text]
+    assert query_spy.texts == [text]
     assert len(vector) == 384
 
 
@@ -233,7 +233,7 @@ def _gated_embedder(local_embedder):
     fresh._model = local_embedder.model
     gate, first_started = threading.Event(), threading.Event()
     calls: list[list[str]] = []
-    real = fresh._embed
+    real = fresh._embed_queries
 
     def embed(texts):
         calls.append(list(texts))
@@ -242,7 +242,7 @@ def _gated_embedder(local_embedder):
             gate.wait(10)
         return real(texts)
 
-    fresh._embed = embed
+    fresh._embed_queries = embed
     return fresh, gate, first_started, calls
 
 
@@ -271,7 +271,7 @@ def test_concurrent_queries_are_embedded_together_and_match_single_embeddings(lo
     assert sorted(calls[1]) == sorted(questions)
     assert calls[1] == sorted(calls[1], key=len)  # shortest first: batches are padded to the longest
     for question in questions:
-        single = local_embedder.embed_documents([question])[0]
+        single = local_embedder.embed_queries([question])[0]
         assert _cosine(results[question], single) == pytest.approx(1.0, abs=1e-4)
 
 
@@ -324,7 +324,7 @@ def test_a_query_stuck_behind_the_model_fails_as_unavailable_instead_of_waiting_
 def test_a_failed_pass_fails_its_callers_and_the_next_query_works(local_embedder):
     fresh = LocalEmbedder(batch_size=8, query_cache_size=8)
     fresh._model = local_embedder.model
-    real = fresh._embed
+    real = fresh._embed_queries
     failures = [RuntimeError("model crashed")]
 
     def embed(texts):
@@ -332,7 +332,7 @@ def test_a_failed_pass_fails_its_callers_and_the_next_query_works(local_embedder
             raise failures.pop()
         return real(texts)
 
-    fresh._embed = embed
+    fresh._embed_queries = embed
     with pytest.raises(RuntimeError, match="model crashed"):
         fresh.embed_query("this one meets the crash")
     assert len(fresh.embed_query("this one does not")) == 384
@@ -340,14 +340,14 @@ def test_a_failed_pass_fails_its_callers_and_the_next_query_works(local_embedder
 
 def test_a_refused_query_does_not_fail_the_others_in_its_batch(local_embedder):
     fresh, gate, first_started, _ = _gated_embedder(local_embedder)
-    inner = fresh._embed
+    inner = fresh._embed_queries
 
     def embed(texts):
         if "refused" in " ".join(texts):
             raise ValidationFailed("The embedding service refused the request (HTTP 400).", code="embedding_refused")
         return inner(texts)
 
-    fresh._embed = embed
+    fresh._embed_queries = embed
     blocker = threading.Thread(target=fresh.embed_query, args=("hold",))
     blocker.start()
     assert first_started.wait(10)
@@ -396,6 +396,26 @@ def fresh_encoders(monkeypatch, settings, tmp_path):
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def exported_passes(local_embedder, tmp_path_factory):
+    """The fp32 and int8 exports, made once for the tests that are not about making them."""
+    directory = tmp_path_factory.mktemp("exports")
+    model_dir = embeddings.local_model_path()
+    with override_settings(VAR_DIR=directory):
+        for precision in encoders.PRECISIONS:
+            encoders.onnx_model_bytes(local_embedder.model, model_dir, precision=precision)
+    return directory / "models"
+
+
+@pytest.fixture
+def exported_encoders(fresh_encoders, exported_passes):
+    """As fresh_encoders, with the exports already kept (as on any machine after the first start)."""
+    (fresh_encoders / "models").mkdir()
+    for path in exported_passes.glob("*.onnx"):
+        (fresh_encoders / "models" / path.name).write_bytes(path.read_bytes())
+    return fresh_encoders
+
+
 @pytest.fixture
 def warnings_logged(monkeypatch):
     # Recorded on the module's logger itself: a Celery worker started in-process by an
@@ -405,79 +425,162 @@ def warnings_logged(monkeypatch):
     return warned
 
 
+def agreement(model, encoder, *, texts=AGREEMENT_TEXTS, batch_sizes=(1, 2, 5)) -> float:
+    """The lowest cosine between `encoder` and sentence-transformers on `texts`, alone
+    and padded next to longer and shorter texts."""
+    expected = model.encode(texts, normalize_embeddings=True, show_progress_bar=False)
+    lowest = 1.0
+    for batch_size in batch_sizes:
+        got = encoder.encode(texts, batch_size=batch_size)
+        for e, g in zip(expected, got, strict=True):
+            assert len(g) == 384
+            assert math.sqrt(sum(x * x for x in g)) == pytest.approx(1.0, abs=1e-4)
+            lowest = min(lowest, float(e @ g))
+    return lowest
+
+
 @pytest.mark.parametrize("runtime", ["onnx", "torchscript"])
-def test_each_fast_pass_agrees_with_sentence_transformers(local_embedder, fresh_encoders, settings, runtime):
+def test_each_full_precision_pass_agrees_with_sentence_transformers(
+    local_embedder, exported_encoders, settings, runtime
+):
     settings.EMBEDDING_RUNTIME = runtime
     model = local_embedder.model
     encoder = encoders.fast_encoder(model, embeddings.local_model_path())
-    assert encoder is not None and encoder.runtime == runtime
-    expected = model.encode(AGREEMENT_TEXTS, normalize_embeddings=True, show_progress_bar=False)
-    for batch_size in (1, 2, len(AGREEMENT_TEXTS)):  # alone, and padded next to longer and shorter texts
-        got = encoder.encode(AGREEMENT_TEXTS, batch_size=batch_size)
-        for e, g in zip(expected, got, strict=True):
-            assert len(g) == 384
-            assert float(e @ g) == pytest.approx(1.0, abs=1e-5)
+    assert (encoder.runtime, encoder.precision) == (runtime, "fp32")
+    assert agreement(model, encoder) == pytest.approx(1.0, abs=1e-5)
     assert local_embedder.embed_documents(AGREEMENT_TEXTS[1:2])[0] == pytest.approx(
         encoder.encode(AGREEMENT_TEXTS[1:2], batch_size=1)[0], abs=1e-6
     )
 
 
-def test_onnx_is_the_default_and_its_export_is_kept_for_the_next_process(local_embedder, fresh_encoders, monkeypatch):
+def int8_encoder(local_embedder):
+    return encoders.fast_encoder(local_embedder.model, embeddings.local_model_path(), precision="int8")
+
+
+def test_questions_are_embedded_by_the_int8_pass_and_documents_by_the_fp32_one(local_embedder, exported_encoders):
     model = local_embedder.model
-    assert encoders.fast_encoder(model, embeddings.local_model_path()).runtime == "onnx"
-    kept = list((fresh_encoders / "models").glob("*.onnx"))
-    assert len(kept) == 1 and kept[0].stat().st_size > 10_000_000
+    encoder = int8_encoder(local_embedder)
+    assert (encoder.runtime, encoder.precision) == ("onnx", "int8")
+    # A rounding of the model, not the model itself (bench/embedding_precision.py
+    # measures what that does to retrieval). The empty text, never searched for or
+    # stored, is the one below the bound (0.978: two special tokens, nothing to average).
+    assert encoders.MIN_COSINE_INT8 <= agreement(model, encoder, texts=AGREEMENT_TEXTS[1:]) < 0.9999
+    assert agreement(model, encoder, texts=AGREEMENT_TEXTS[:1], batch_sizes=(1,)) > 0.95
+
+    question = "How long does delivery to Chennai take?"
+    int8_vector = encoder.encode([question], batch_size=1)[0]
+    assert local_embedder.embed_queries([question])[0] == pytest.approx(int8_vector, abs=1e-6)
+    fp32 = encoders.fast_encoder(model, embeddings.local_model_path())
+    assert local_embedder.embed_documents([question])[0] == pytest.approx(
+        fp32.encode([question], batch_size=1)[0], abs=1e-6
+    )
+
+
+def test_a_question_gets_the_same_vector_whatever_it_is_asked_with(local_embedder, exported_encoders):
+    question = "How long does delivery to Chennai take?"
+    alone = local_embedder.embed_queries([question])[0]
+    # Asked in a burst beside a long one (the batcher hands them over together).
+    together = local_embedder.embed_queries([AGREEMENT_TEXTS[-1], question, "refund"])[1]
+    assert together == pytest.approx(alone, abs=1e-6)
+
+
+def test_fp32_questions_when_asked_for(local_embedder, exported_encoders, settings):
+    settings.EMBEDDING_QUERY_PRECISION = "fp32"
+    question = "How long does delivery to Chennai take?"
+    assert local_embedder.embed_queries([question])[0] == pytest.approx(local_embedder.embed_documents([question])[0])
+
+
+def test_both_exports_are_kept_for_the_next_process(local_embedder, fresh_encoders, monkeypatch):
+    model = local_embedder.model
+    assert int8_encoder(local_embedder).precision == "int8"
+    kept = {path.name.endswith("-int8.onnx"): path for path in (fresh_encoders / "models").glob("*.onnx")}
+    assert set(kept) == {True, False}
+    # Its matrices take a quarter of their fp32 bytes; the token embeddings (47 MB) stay fp32.
+    assert kept[False].stat().st_size - 25_000_000 > kept[True].stat().st_size > 47_000_000
     assert not list((fresh_encoders / "models").glob("*.tmp"))
 
-    # The next process reads the file instead of exporting again.
+    # The next process reads the files instead of exporting or quantizing again.
     monkeypatch.setattr(encoders, "_encoders", {})
     monkeypatch.setattr(encoders, "_export_onnx", lambda model: pytest.fail("exported again"))
-    assert encoders.fast_encoder(model, embeddings.local_model_path()).runtime == "onnx"
+    monkeypatch.setattr(encoders, "_quantize", lambda data: pytest.fail("quantized again"))
+    assert int8_encoder(local_embedder).precision == "int8"
+    assert encoders.fast_encoder(model, embeddings.local_model_path()).precision == "fp32"
 
 
-def test_a_damaged_export_is_replaced(local_embedder, fresh_encoders, monkeypatch):
+@pytest.mark.parametrize("precision", encoders.PRECISIONS)
+def test_a_damaged_export_is_replaced(local_embedder, exported_encoders, precision):
     model = local_embedder.model
-    encoders.fast_encoder(model, embeddings.local_model_path())
-    (kept,) = (fresh_encoders / "models").glob("*.onnx")
+    (kept,) = [
+        path
+        for path in (exported_encoders / "models").glob("*.onnx")
+        if path.name.endswith("-int8.onnx") == (precision == "int8")
+    ]
+    size = kept.stat().st_size
     kept.write_bytes(b"not a model")
-    monkeypatch.setattr(encoders, "_encoders", {})
-    encoder = encoders.fast_encoder(model, embeddings.local_model_path())
-    assert encoder.runtime == "onnx"
-    assert kept.stat().st_size > 10_000_000
-    assert float(model.encode(["refund"])[0] @ encoder.encode(["refund"], batch_size=1)[0]) == pytest.approx(
-        1.0, abs=1e-5
-    )
+    encoder = encoders.fast_encoder(model, embeddings.local_model_path(), precision=precision)
+    assert (encoder.runtime, encoder.precision) == ("onnx", precision)
+    assert kept.stat().st_size == size
+    minimum = encoders.MIN_COSINE_INT8 if precision == "int8" else 1 - 1e-5
+    assert agreement(model, encoder, texts=AGREEMENT_TEXTS[1:], batch_sizes=(1,)) >= minimum
 
 
 def test_an_unwritable_var_dir_still_gives_the_onnx_pass(local_embedder, fresh_encoders, settings, warnings_logged):
     blocked = fresh_encoders / "file"
     blocked.write_text("VAR_DIR/models cannot be made under a file")
     settings.VAR_DIR = blocked
-    assert encoders.fast_encoder(local_embedder.model, embeddings.local_model_path()).runtime == "onnx"
-    assert len(warnings_logged) == 1 and "exported again per process" in warnings_logged[0]
+    encoder = int8_encoder(local_embedder)
+    assert (encoder.runtime, encoder.precision) == ("onnx", "int8")
+    # One for each file it could not keep: the fp32 export and the int8 one made from it.
+    assert len(warnings_logged) == 2
+    assert all("exported again per process" in warning for warning in warnings_logged)
 
 
-def break_encoder(monkeypatch, encoder_class, failure):
-    """Make `encoder_class` fail to build, or give vectors pointing the other way."""
+def break_encoder(monkeypatch, encoder_class, failure, *, precision=None):
+    """Make `encoder_class` (of one precision, or any) fail to build, or give vectors
+    pointing the other way."""
     if failure == "build":
+        real_init = encoder_class.__init__
 
         def broken(self, *args, **kwargs):
-            raise RuntimeError("this runtime is missing")
+            if precision is None or kwargs.get("precision", "fp32") == precision:
+                raise RuntimeError("this runtime is missing")
+            real_init(self, *args, **kwargs)
 
         monkeypatch.setattr(encoder_class, "__init__", broken)
     else:
         real = encoder_class._pass
-        monkeypatch.setattr(encoder_class, "_pass", lambda self, texts: [[-x for x in v] for v in real(self, texts)])
+
+        def disagreeing(self, texts):
+            vectors = real(self, texts)
+            if precision is None or self.precision == precision:
+                return [[-x for x in v] for v in vectors]
+            return vectors
+
+        monkeypatch.setattr(encoder_class, "_pass", disagreeing)
+
+
+@pytest.mark.parametrize("failure", ["build", "disagree"])
+def test_an_int8_pass_that_fails_gives_way_to_the_fp32_one(
+    local_embedder, exported_encoders, monkeypatch, warnings_logged, failure
+):
+    break_encoder(monkeypatch, encoders.OnnxEncoder, failure, precision="int8")
+    encoder = int8_encoder(local_embedder)
+    assert (encoder.runtime, encoder.precision) == ("onnx", "fp32")
+    assert len(warnings_logged) == 1 and "onnx int8" in warnings_logged[0]
+    # Questions are then embedded exactly as documents are.
+    question = "How long does delivery to Chennai take?"
+    assert local_embedder.embed_queries([question])[0] == pytest.approx(local_embedder.embed_documents([question])[0])
 
 
 @pytest.mark.parametrize("failure", ["build", "disagree"])
 def test_a_runtime_that_fails_gives_way_to_the_next(
-    local_embedder, fresh_encoders, monkeypatch, warnings_logged, failure
+    local_embedder, exported_encoders, monkeypatch, warnings_logged, failure
 ):
     break_encoder(monkeypatch, encoders.OnnxEncoder, failure)
-    encoder = encoders.fast_encoder(local_embedder.model, embeddings.local_model_path())
-    assert encoder.runtime == "torchscript"
-    assert len(warnings_logged) == 1 and "onnx" in warnings_logged[0]
+    encoder = int8_encoder(local_embedder)
+    assert (encoder.runtime, encoder.precision) == ("torchscript", "fp32")
+    assert len(warnings_logged) == 2
+    assert "onnx int8" in warnings_logged[0] and "onnx fp32" in warnings_logged[1]
 
 
 @pytest.mark.parametrize("failure", ["build", "disagree"])
@@ -498,6 +601,12 @@ def test_an_unknown_runtime_is_a_configuration_error(local_embedder, fresh_encod
         encoders.fast_encoder(local_embedder.model, embeddings.local_model_path())
 
 
+def test_an_unknown_query_precision_is_a_configuration_error(local_embedder, settings):
+    settings.EMBEDDING_QUERY_PRECISION = "int4"
+    with pytest.raises(ImproperlyConfigured, match="EMBEDDING_QUERY_PRECISION"):
+        local_embedder.embed_queries(["refund"])
+
+
 def test_the_local_model_runs_with_embedding_threads_intra_op_threads(local_embedder, settings):
     import torch
 
@@ -505,7 +614,7 @@ def test_the_local_model_runs_with_embedding_threads_intra_op_threads(local_embe
     assert torch.get_num_threads() == 1  # (torch's own default is one per core)
 
 
-def test_the_onnx_pass_runs_with_embedding_threads_intra_op_threads(local_embedder, fresh_encoders, settings):
+def test_the_onnx_pass_runs_with_embedding_threads_intra_op_threads(local_embedder, exported_encoders, settings):
     settings.EMBEDDING_THREADS = 2
     encoder = encoders.fast_encoder(local_embedder.model, embeddings.local_model_path())
     options = encoder.session.get_session_options()
