@@ -223,12 +223,18 @@ class ChatConsumer(JsonConsumer):
         )
         await arate_limit_hit(key=f"chat-ip:{self.ip}", rate=Rate.parse(settings.CHAT_RATE_PER_IP))
         prefetch_retrieval(bot=self.bot, text=text, previous=self.last_user_text)
-        stored = await self._store(text, client_id)
+        # The message's lead detection waits for its answer's first token (_answer):
+        # run inside the store, it stood between the message and that token.
+        until_first_token = deferred.Held()
+        with deferred.held_until_reply(until_first_token):
+            stored = await self._store(text, client_id)
         self.last_user_text = stored.message.text
         await self.send_json({"type": "message.ack", "client_id": client_id or None, "message_id": stored.message.pk})
         if not stored.created:
-            return  # a resend after a reconnect: it was answered (or is being answered) already
-        task = asyncio.create_task(self._answer())
+            # A resend after a reconnect: it was answered (or is being answered) already.
+            await self._run_held(until_first_token)
+            return
+        task = asyncio.create_task(self._answer(until_first_token))
         self.answer_tasks.add(task)
         task.add_done_callback(self.answer_tasks.discard)
 
@@ -264,15 +270,30 @@ class ChatConsumer(JsonConsumer):
         )
         return await db_call(services.message_user_add)(conversation=self.conversation, text=text, client_id=client_id)
 
-    async def _answer(self):
+    async def _run_held(self, held: deferred.Held) -> None:
+        """Run what `held` kept, on a database thread; not cancelled with the caller,
+        which waits for it instead."""
+        calls = held.close()
+        if calls:
+            await _uncancelled(db_call(deferred.run)(calls))
+
+    async def _answer(self, until_first_token: deferred.Held):
         held = deferred.Held()  # in-process tasks the answer sends (the rolling summary), run after it
+        side: asyncio.Task | None = None  # what waited for the first token, running beside the answer
         try:
             # One answer at a time per socket, in the order the messages came.
             async with self.answer_lock:
                 try:
                     with deferred.held_until_reply(held):
                         async for frame, _ in answer_frames(conversation=self.conversation):
+                            if frame["type"] == "answer.done":
+                                # Done by now as a rule (it ran while the answer streamed);
+                                # awaited so that what it found is there once the answer is.
+                                side = side or asyncio.ensure_future(self._run_held(until_first_token))
+                                await asyncio.shield(side)
                             await self.send_json(frame)
+                            if side is None:  # the first token is out
+                                side = asyncio.ensure_future(self._run_held(until_first_token))
                 except asyncio.CancelledError:
                     raise
                 except ChatbaseError as exc:
@@ -281,13 +302,21 @@ class ChatConsumer(JsonConsumer):
                     logger.exception("Answering in conversation %s failed", self.conversation.pk)
                     await self.send_error(exc)
         finally:
+            # No first token (refused, failed, or the visitor left before it): run it now.
+            await _uncancelled(side if side is not None else self._run_held(until_first_token))
             calls = held.close()
             if calls:
                 # Also when the visitor left mid-answer. Not cancelled with the
                 # answer: disconnect() waits for it (bounded).
-                run = asyncio.ensure_future(after_reply_call(deferred.run)(calls))
-                try:
-                    await asyncio.shield(run)
-                except asyncio.CancelledError:
-                    await run
-                    raise
+                await _uncancelled(after_reply_call(deferred.run)(calls))
+
+
+async def _uncancelled(awaitable) -> None:
+    """Await `awaitable` to its end even if the caller is cancelled meanwhile (the
+    cancellation is raised once it is done)."""
+    future = asyncio.ensure_future(awaitable)
+    try:
+        await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await future
+        raise

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from django.dispatch import receiver
 
+from chatbase.core import deferred
 from conversations.signals import user_message_stored
 
 logger = logging.getLogger(__name__)
@@ -13,23 +15,31 @@ logger = logging.getLogger(__name__)
 
 @receiver(user_message_stored, dispatch_uid="leads.user_message_stored")
 def on_user_message_stored(sender, conversation, message, **kwargs):
-    # Sent after commit already; the work (detection, scoring) goes to a worker. Not
-    # held for the reply without a broker (chatbase.core.deferred): held, 100 answers
-    # finishing together ran 100 detections beside the streams still relaying tokens,
-    # and doubled their per-token latency (bench/streaming.py); a few ms before the
-    # first token cost less.
-    from leads.services import lead_message_process
+    # Sent after commit already; the work (detection, scoring) goes to a worker.
     from leads.tasks import lead_message_process_task
 
     try:
         if lead_message_process_task.app.conf.task_always_eager:
             # No broker: the task would run right here. Its service runs on the objects
             # the sender already holds, without Celery's eager machinery and the task's
-            # re-fetch of the message (~1.5 ms of CPU on every message's way to its answer).
-            lead_message_process(message=message)
+            # re-fetch of the message (~1.5 ms of CPU on every message's way to its
+            # answer); the chat socket holds it until the answer's first token is out
+            # (chatbase.core.deferred).
+            detect = functools.partial(_detect, message)
+            if not deferred.hold(detect):
+                detect()
         else:
             lead_message_process_task.delay(message.pk)
     except Exception:
         # Lead detection must never break the chat: the visitor's message is stored
         # and will be answered whatever happens here.
+        logger.exception("Lead detection of message %s failed", message.pk)
+
+
+def _detect(message) -> None:
+    from leads.services import lead_message_process
+
+    try:
+        lead_message_process(message=message)
+    except Exception:
         logger.exception("Lead detection of message %s failed", message.pk)

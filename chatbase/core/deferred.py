@@ -8,9 +8,12 @@ answer's last token and `answer.done`. Code preparing a reply opens
 `run_held` once the reply is out. With a broker, `enqueue` is `delay`: publishing is
 cheap, and a worker runs the task whatever happens to this process.
 
-Lead detection is deliberately not held (leads.receivers): ~2.5 ms of CPU before
-the first token cost less than 100 detections running beside the token relay of the
-streams still answering (bench/streaming.py).
+Lead detection of a chat message is held too, by the chat socket, but only until
+its answer's first token is out (leads.receivers, ChatConsumer): run before the
+store returned, its ~2.5 ms of CPU and its query sat between the message and the
+first token; held until the reply, 100 answers finishing together ran 100 detections
+beside the token relay of the streams still answering (bench/streaming.py). After
+each answer's first token they run as staggered as the messages came.
 """
 
 from __future__ import annotations
@@ -69,6 +72,13 @@ def enqueue(task, *args, **kwargs) -> None:
     ):
         return
     task.delay(*args, **kwargs)
+
+
+def hold(call: Callable[[], object]) -> bool:
+    """Keep `call` (work of this process, not a task) for the reply being prepared;
+    False when none is (or it was already taken): the caller runs it."""
+    held = _held.get()
+    return held is not None and held.add(call)
 
 
 @contextlib.contextmanager

@@ -184,6 +184,69 @@ async def test_a_visitor_who_leaves_mid_answer_still_becomes_a_lead(widget_bot, 
     assert lead.email == "ravi@example.in"
 
 
+@pytest.fixture
+def gated_detection(monkeypatch):
+    """Lead detection that says when it starts and then waits for `gate`."""
+    import threading
+
+    from leads import services
+
+    real = services.lead_message_process
+    started, gate = threading.Event(), threading.Event()
+
+    def detect(*, message):
+        started.set()
+        assert gate.wait(10)
+        return real(message=message)
+
+    monkeypatch.setattr(services, "lead_message_process", detect)
+    return started, gate
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_chat_lead_detection_runs_beside_the_answer_and_is_done_by_answer_done(
+    widget_bot, fake_llm, gated_detection
+):
+    # Run inside the message's store, it stood between the message and the first token.
+    started, gate = gated_detection
+    fake_llm.openai.enqueue(Script(text=" ".join(f"w{i}" for i in range(8)), tokens_per_second=40))
+    comm, _ = await connect(widget_bot)
+    await comm.send_json_to({"type": "message.send", "text": "We want to buy 20 units, mail ravi@example.in"})
+    assert (await comm.receive_json_from(timeout=10))["type"] == "message.ack"
+    assert not started.is_set()  # not inside the store
+    assert (await comm.receive_json_from(timeout=15))["type"] == "answer.delta"
+    assert await database_sync_to_async(started.wait)(5)  # begun once the first token was out
+    # The answer streams to its end while detection is held up; answer.done waits for it.
+    text = ""
+    while not text.endswith("w7"):
+        frame = await comm.receive_json_from(timeout=5)
+        assert frame["type"] == "answer.delta"
+        text += frame["delta"]
+    assert await comm.receive_nothing(timeout=1)
+    gate.set()
+    assert (await comm.receive_json_from(timeout=10))["type"] == "answer.done"
+    lead = await database_sync_to_async(Lead.objects.get)(bot=widget_bot)
+    assert lead.email == "ravi@example.in"
+    await comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_message_whose_answer_is_refused_is_still_searched_for_a_lead(widget_bot, fake_llm):
+    from bots.services.bots import bot_update
+    from conversations.tests.test_budgets import spend
+
+    await database_sync_to_async(bot_update)(bot=widget_bot, configuration={"daily_token_budget": 10})
+    await database_sync_to_async(spend)(widget_bot, tokens=10)  # today's budget is spent
+    comm, _ = await connect(widget_bot)
+    await comm.send_json_to({"type": "message.send", "text": "We want to buy 20 units, mail ravi@example.in"})
+    assert (await comm.receive_json_from(timeout=10))["type"] == "message.ack"
+    error = await comm.receive_json_from(timeout=10)
+    assert error["type"] == "error" and error["code"] == "rate_limited"  # no answer, so no first token
+    await comm.disconnect()
+    lead = await database_sync_to_async(Lead.objects.get)(bot=widget_bot)
+    assert lead.email == "ravi@example.in"
+
+
 @pytest.mark.django_db
 def test_buying_intent_without_contact_details_is_an_anonymous_lead(django_capture_on_commit_callbacks):
     from conversations.services import message_user_add
