@@ -152,7 +152,7 @@ class _QueryBatcher:
     QUERY_BATCH at a time: a lone query waits for nobody and a burst costs a fraction
     of its size. A query that is already waiting or being embedded is not embedded
     twice. (The local model's int8 question pass takes a batch one question at a time,
-    ~1.1 ms each: see LocalEmbedder._embed_queries.)
+    ~1.2 ms each: see LocalEmbedder._embed_queries.)
     """
 
     def __init__(self, embedder: _BaseEmbedder):
@@ -250,8 +250,8 @@ class LocalEmbedder(_BaseEmbedder):
         if precision == "fp32":
             return self._embed(texts)
         encoder = fast_encoder(self.model, local_model_path(), precision=precision)
-        if encoder is None or encoder.precision == "fp32":
-            return self._embed(texts)  # the int8 pass is not usable here
+        if encoder is None:
+            return self._embed(texts)  # the int8 pass is not usable here: as documents are
         # One pass per question: int8 activations are scaled per pass, so a question
         # padded in with others would get a slightly different vector each time.
         return encoder.encode(texts, batch_size=1)

@@ -16,8 +16,8 @@ pooling, normalisation) in native code without the GIL:
 
 Questions (not documents) are embedded by an int8 rounding of the onnx pass when
 ``EMBEDDING_QUERY_PRECISION=int8`` (the default): its matrix products run on 8-bit
-weights (ONNX Runtime's dynamic quantization, per output channel), 1.1 ms a question
-against 4.3, and searching fp32 documents with int8 questions ranks them as well as
+weights (ONNX Runtime's dynamic quantization, per output channel), 1.2 ms a question
+against 4.3 on one thread, and searching fp32 documents with int8 questions ranks them as well as
 fp32 questions do (``bench/embedding_precision.py``). Documents stay fp32: int8
 activations are scaled per pass, so a text's int8 vector depends on the batch it was
 padded into (cosine 0.98 to itself alone in a batch of 32), and a question is
@@ -25,8 +25,9 @@ therefore always embedded in a pass of its own.
 
 ``EMBEDDING_RUNTIME`` picks the first one tried; each is checked against
 sentence-transformers when it loads, and one that fails to build or disagrees is
-logged and the next one down is used (the int8 pass gives way to the fp32 one),
-so a broken runtime costs speed, never correctness.
+logged and the next one down is used (questions fall back to the fp32 encoder
+when the int8 pass is not usable), so a broken runtime costs speed, never
+correctness.
 """
 
 from __future__ import annotations
@@ -261,7 +262,9 @@ def onnx_model_bytes(model, model_dir: Path, *, fresh: bool = False, precision: 
             return cache.read_bytes()
         except OSError:
             pass
-    data = _quantize(onnx_model_bytes(model, model_dir, fresh=fresh)) if precision == "int8" else _export_onnx(model)
+    # A damaged int8 file is quantized again from the kept fp32 export, which is checked
+    # on its own when it is loaded for documents.
+    data = _quantize(onnx_model_bytes(model, model_dir)) if precision == "int8" else _export_onnx(model)
     _keep(cache, data)
     return data
 
@@ -331,11 +334,12 @@ def _build(runtime: str, precision: str, model, model_dir: Path) -> Encoder | No
 
 
 def _candidates(runtime: str, precision: str) -> list[tuple[str, str]]:
-    """(runtime, precision) to try in order; an empty list means the eager model."""
-    chain = [(name, "fp32") for name in RUNTIMES[RUNTIMES.index(runtime) : -1]]
-    if runtime == "onnx" and precision == "int8":
-        chain.insert(0, ("onnx", "int8"))  # only ONNX Runtime runs the quantized graph
-    return chain
+    """(runtime, precision) to try in order; an empty list means none (the eager model,
+    for fp32). Only ONNX Runtime runs the int8 graph; without it the caller falls back
+    to the fp32 encoder (one per process, shared with documents)."""
+    if precision == "int8":
+        return [("onnx", "int8")] if runtime == "onnx" else []
+    return [(name, "fp32") for name in RUNTIMES[RUNTIMES.index(runtime) : -1]]
 
 
 _encoders: dict[tuple[int, str], tuple[object, tuple[str, str], Encoder | None]] = {}
@@ -343,9 +347,9 @@ _encoders_lock = threading.Lock()
 
 
 def fast_encoder(model, model_dir: Path, *, precision: str = "fp32") -> Encoder | None:
-    """The fastest faithful encoder of `model` from EMBEDDING_RUNTIME down (int8 first if
-    asked for, and only on onnx), built once per model and precision; None means
-    sentence-transformers' own encode (``eager``)."""
+    """The fastest faithful fp32 encoder of `model` from EMBEDDING_RUNTIME down, or with
+    ``precision="int8"`` the int8 onnx pass; built once per model and precision. None
+    means sentence-transformers' own encode (fp32), or no usable int8 pass."""
     runtime = (settings.EMBEDDING_RUNTIME or "onnx").strip().lower()
     if runtime not in RUNTIMES:
         raise ImproperlyConfigured(f"EMBEDDING_RUNTIME must be one of {', '.join(RUNTIMES)}, not {runtime!r}.")
@@ -369,7 +373,7 @@ def fast_encoder(model, model_dir: Path, *, precision: str = "fp32") -> Encoder 
                 encoder = None
             if encoder is not None:
                 break
-        if encoder is None and runtime != "eager":
+        if encoder is None and runtime != "eager" and precision == "fp32":
             logger.warning("No faster embedding runtime is usable; using the eager model.")
         _encoders[(id(model), precision)] = (model, wanted, encoder)
         return encoder

@@ -560,16 +560,27 @@ def break_encoder(monkeypatch, encoder_class, failure, *, precision=None):
 
 
 @pytest.mark.parametrize("failure", ["build", "disagree"])
-def test_an_int8_pass_that_fails_gives_way_to_the_fp32_one(
+def test_an_int8_pass_that_fails_gives_way_to_the_fp32_encoder(
     local_embedder, exported_encoders, monkeypatch, warnings_logged, failure
 ):
     break_encoder(monkeypatch, encoders.OnnxEncoder, failure, precision="int8")
-    encoder = int8_encoder(local_embedder)
-    assert (encoder.runtime, encoder.precision) == ("onnx", "fp32")
+    assert int8_encoder(local_embedder) is None
     assert len(warnings_logged) == 1 and "onnx int8" in warnings_logged[0]
-    # Questions are then embedded exactly as documents are.
+    # Questions are then embedded exactly as documents are, by the one fp32 encoder.
     question = "How long does delivery to Chennai take?"
     assert local_embedder.embed_queries([question])[0] == pytest.approx(local_embedder.embed_documents([question])[0])
+    built = [entry[2] for entry in encoders._encoders.values() if entry[2] is not None]
+    assert [(e.runtime, e.precision) for e in built] == [("onnx", "fp32")]
+
+
+def test_a_damaged_int8_file_is_quantized_again_from_the_kept_fp32_export(
+    local_embedder, exported_encoders, monkeypatch
+):
+    (kept,) = (exported_encoders / "models").glob("*-int8.onnx")
+    kept.write_bytes(b"not a model")
+    monkeypatch.setattr(encoders, "_export_onnx", lambda model: pytest.fail("the good fp32 export was redone"))
+    assert int8_encoder(local_embedder).precision == "int8"
+    assert kept.stat().st_size > 47_000_000
 
 
 @pytest.mark.parametrize("failure", ["build", "disagree"])
@@ -577,10 +588,13 @@ def test_a_runtime_that_fails_gives_way_to_the_next(
     local_embedder, exported_encoders, monkeypatch, warnings_logged, failure
 ):
     break_encoder(monkeypatch, encoders.OnnxEncoder, failure)
-    encoder = int8_encoder(local_embedder)
+    encoder = encoders.fast_encoder(local_embedder.model, embeddings.local_model_path())
     assert (encoder.runtime, encoder.precision) == ("torchscript", "fp32")
-    assert len(warnings_logged) == 2
-    assert "onnx int8" in warnings_logged[0] and "onnx fp32" in warnings_logged[1]
+    assert len(warnings_logged) == 1 and "onnx fp32" in warnings_logged[0]
+    # Questions too: without ONNX Runtime there is no int8 pass.
+    assert int8_encoder(local_embedder) is None
+    question = "How long does delivery to Chennai take?"
+    assert local_embedder.embed_queries([question])[0] == pytest.approx(local_embedder.embed_documents([question])[0])
 
 
 @pytest.mark.parametrize("failure", ["build", "disagree"])

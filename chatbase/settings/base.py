@@ -394,8 +394,9 @@ EMBEDDING_QUERY_CACHE_SIZE = env.int("EMBEDDING_QUERY_CACHE_SIZE", default=1024)
 EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=1)
 # The local model's forward pass: onnx (ONNX Runtime), torchscript or eager; see bots.encoders.
 EMBEDDING_RUNTIME = env("EMBEDDING_RUNTIME", default="onnx")
-# Questions are embedded by the onnx pass on int8 weights (a quarter of the CPU, the
-# same ranking of the fp32-embedded documents: bench/embedding_precision.py) or fp32.
+# Questions are embedded by the onnx pass on int8 weights (a quarter to a half of the
+# CPU, the same ranking of the fp32-embedded documents: bench/embedding_precision.py)
+# or fp32.
 EMBEDDING_QUERY_PRECISION = env("EMBEDDING_QUERY_PRECISION", default="int8")
 EMBEDDINGS_OPENAI_MODEL = env("EMBEDDINGS_OPENAI_MODEL", default="text-embedding-3-small")
 # Default to the chat provider's key and server; set these to embed elsewhere.
