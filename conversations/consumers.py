@@ -105,6 +105,7 @@ class ChatConsumer(JsonConsumer):
         self.conversation: Conversation | None = None
         self.answer_tasks: set[asyncio.Task] = set()
         self.answer_lock = asyncio.Lock()
+        self.lead_lock = asyncio.Lock()  # the form's capture and held detections, one at a time
         self.ip = client_ip_from_scope(self.scope) or "unknown"
         query = {k: v[0] for k, v in parse_qs(self.scope.get("query_string", b"").decode("latin-1")).items()}
 
@@ -226,10 +227,19 @@ class ChatConsumer(JsonConsumer):
         # The message's lead detection waits for its answer's first token (_answer):
         # run inside the store, it stood between the message and that token.
         until_first_token = deferred.Held()
-        with deferred.held_until_reply(until_first_token):
-            stored = await self._store(text, client_id)
-        self.last_user_text = stored.message.text
-        await self.send_json({"type": "message.ack", "client_id": client_id or None, "message_id": stored.message.pk})
+        try:
+            with deferred.held_until_reply(until_first_token):
+                stored = await self._store(text, client_id)
+            self.last_user_text = stored.message.text
+            await self.send_json(
+                {"type": "message.ack", "client_id": client_id or None, "message_id": stored.message.pk}
+            )
+        except BaseException:
+            # Stored (or committing on its thread) but never to be answered here: what
+            # it holds runs now; a commit still to come finds the Held closed and runs
+            # its detection itself.
+            await _uncancelled(self._run_held(until_first_token))
+            raise
         if not stored.created:
             # A resend after a reconnect: it was answered (or is being answered) already.
             await self._run_held(until_first_token)
@@ -246,14 +256,17 @@ class ChatConsumer(JsonConsumer):
         fields = {key: content.get(key) for key in ("email", "name", "phone")}
         if not any(isinstance(value, str) and value.strip() for value in fields.values()):
             raise ValidationFailed("Give at least one of email, name or phone.")
-        lead = await db_call(lead_services.lead_capture)(
-            bot=self.bot,
-            conversation=self.conversation,
-            source="form",
-            consent=content.get("consent"),
-            ip=self.ip,
-            **fields,
-        )
+        # Never beside a message's detection: each looks for the conversation's lead
+        # before creating one, and side by side both could create one.
+        async with self.lead_lock:
+            lead = await db_call(lead_services.lead_capture)(
+                bot=self.bot,
+                conversation=self.conversation,
+                source="form",
+                consent=content.get("consent"),
+                ip=self.ip,
+                **fields,
+            )
         await self.send_json({"type": "lead.saved", "lead_id": lead.pk})
 
     async def _store(self, text, client_id):
@@ -271,11 +284,19 @@ class ChatConsumer(JsonConsumer):
         return await db_call(services.message_user_add)(conversation=self.conversation, text=text, client_id=client_id)
 
     async def _run_held(self, held: deferred.Held) -> None:
-        """Run what `held` kept, on a database thread; not cancelled with the caller,
-        which waits for it instead."""
+        """Run what `held` kept (a message's lead detection), on a database thread; not
+        cancelled with the caller, which waits for it instead. Never raises but
+        CancelledError: the answer it runs beside is not to fail for it."""
         calls = held.close()
-        if calls:
-            await _uncancelled(db_call(deferred.run)(calls))
+        if not calls:
+            return
+        try:
+            async with self.lead_lock:
+                # Anything this work sends runs now, not held for the answer beside it.
+                with deferred.not_held():
+                    await _uncancelled(db_call(deferred.run)(calls))
+        except Exception:
+            logger.exception("Work held for the first token of conversation %s failed", self.conversation.pk)
 
     async def _answer(self, until_first_token: deferred.Held):
         held = deferred.Held()  # in-process tasks the answer sends (the rolling summary), run after it
@@ -302,13 +323,15 @@ class ChatConsumer(JsonConsumer):
                     logger.exception("Answering in conversation %s failed", self.conversation.pk)
                     await self.send_error(exc)
         finally:
-            # No first token (refused, failed, or the visitor left before it): run it now.
-            await _uncancelled(side if side is not None else self._run_held(until_first_token))
-            calls = held.close()
-            if calls:
-                # Also when the visitor left mid-answer. Not cancelled with the
-                # answer: disconnect() waits for it (bounded).
-                await _uncancelled(after_reply_call(deferred.run)(calls))
+            try:
+                # No first token (refused, failed, or the visitor left before it): run it now.
+                await _uncancelled(side if side is not None else self._run_held(until_first_token))
+            finally:
+                calls = held.close()
+                if calls:
+                    # Also when the visitor left mid-answer. Not cancelled with the
+                    # answer: disconnect() waits for it (bounded).
+                    await _uncancelled(after_reply_call(deferred.run)(calls))
 
 
 async def _uncancelled(awaitable) -> None:

@@ -13,7 +13,9 @@ its answer's first token is out (leads.receivers, ChatConsumer): run before the
 store returned, its ~2.5 ms of CPU and its query sat between the message and the
 first token; held until the reply, 100 answers finishing together ran 100 detections
 beside the token relay of the streams still answering (bench/streaming.py). After
-each answer's first token they run as staggered as the messages came.
+each answer's first token they run about as staggered as the messages came (a
+socket's later message waits for the answers before its own, and so does its
+detection).
 """
 
 from __future__ import annotations
@@ -79,6 +81,16 @@ def hold(call: Callable[[], object]) -> bool:
     False when none is (or it was already taken): the caller runs it."""
     held = _held.get()
     return held is not None and held.add(call)
+
+
+@contextlib.contextmanager
+def not_held() -> Iterator[None]:
+    """Within: nothing is held (work run beside a reply, whose tasks are its own)."""
+    token = _held.set(None)
+    try:
+        yield
+    finally:
+        _held.reset(token)
 
 
 @contextlib.contextmanager

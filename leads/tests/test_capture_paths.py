@@ -1,6 +1,8 @@
 """A lead from each capture path: the widget's lead.submit frame, contact details in a
 chat message, and the capture_lead tool called by a model (over the fake LLM server)."""
 
+import asyncio
+
 import pytest
 import responses
 from channels.db import database_sync_to_async
@@ -200,7 +202,8 @@ def gated_detection(monkeypatch):
         return real(message=message)
 
     monkeypatch.setattr(services, "lead_message_process", detect)
-    return started, gate
+    yield started, gate
+    gate.set()  # a failed test must not leave a database thread waiting
 
 
 @pytest.mark.django_db(transaction=True)
@@ -208,7 +211,12 @@ async def test_chat_lead_detection_runs_beside_the_answer_and_is_done_by_answer_
     widget_bot, fake_llm, gated_detection
 ):
     # Run inside the message's store, it stood between the message and the first token.
+    from chatbase.core.db import _chat_executor
+
     started, gate = gated_detection
+    # With one database thread the answer's own storing would queue behind the held-up
+    # detection and answer.done would wait for it anyway, proving nothing.
+    assert _chat_executor()._max_workers >= 2
     fake_llm.openai.enqueue(Script(text=" ".join(f"w{i}" for i in range(8)), tokens_per_second=40))
     comm, _ = await connect(widget_bot)
     await comm.send_json_to({"type": "message.send", "text": "We want to buy 20 units, mail ravi@example.in"})
@@ -231,6 +239,31 @@ async def test_chat_lead_detection_runs_beside_the_answer_and_is_done_by_answer_
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_the_lead_form_waits_for_a_running_detection_and_both_find_one_lead(
+    widget_bot, fake_llm, gated_detection
+):
+    # Side by side, each would look for the conversation's lead, find none and create one.
+    started, gate = gated_detection
+    fake_llm.openai.enqueue(Script(text=" ".join(f"w{i}" for i in range(40)), tokens_per_second=20))
+    comm, _ = await connect(widget_bot)
+    await comm.send_json_to({"type": "message.send", "text": "We want to buy 20 units, call me on 98400 12345"})
+    assert (await comm.receive_json_from(timeout=10))["type"] == "message.ack"
+    assert (await comm.receive_json_from(timeout=15))["type"] == "answer.delta"
+    assert await database_sync_to_async(started.wait)(5)
+    await comm.send_json_to({"type": "lead.submit", "email": "ravi@example.in"})
+    frames = []
+    for _ in range(10):  # the answer goes on streaming; the form's reply waits
+        frames.append((await comm.receive_json_from(timeout=5))["type"])
+    assert "lead.saved" not in frames
+    gate.set()
+    while (await comm.receive_json_from(timeout=10))["type"] != "lead.saved":
+        pass
+    await comm.disconnect()
+    lead = await database_sync_to_async(Lead.objects.get)(bot=widget_bot)
+    assert (lead.email, lead.phone) == ("ravi@example.in", "+919840012345")
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_a_message_whose_answer_is_refused_is_still_searched_for_a_lead(widget_bot, fake_llm):
     from bots.services.bots import bot_update
     from conversations.tests.test_budgets import spend
@@ -242,9 +275,13 @@ async def test_a_message_whose_answer_is_refused_is_still_searched_for_a_lead(wi
     assert (await comm.receive_json_from(timeout=10))["type"] == "message.ack"
     error = await comm.receive_json_from(timeout=10)
     assert error["type"] == "error" and error["code"] == "rate_limited"  # no answer, so no first token
+    leads = Lead.objects.filter(bot=widget_bot, email="ravi@example.in")
+    for _ in range(100):  # run as the refused answer ends, just after the error frame
+        if await leads.aexists():
+            break
+        await asyncio.sleep(0.05)
+    assert await leads.aexists()
     await comm.disconnect()
-    lead = await database_sync_to_async(Lead.objects.get)(bot=widget_bot)
-    assert lead.email == "ravi@example.in"
 
 
 @pytest.mark.django_db
