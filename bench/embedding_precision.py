@@ -15,7 +15,8 @@ baseline), and are ranked against the same document vectors:
 * known items in real prose: paragraphs of the project's documentation and of the
   installed packages' descriptions; the question is a paragraph's first sentence,
   the document the rest of it (the sentence itself is not in it). MRR@10, hit@1,
-  and how many of fp32's top 10 int8 also ranks in its top 10.
+  how many of fp32's top 10 int8 also ranks in its top 10, and the cosine between
+  each question's int8 and fp32 vectors (mean and lowest).
 
 The target: on both sets, quality no more than 0.01 below fp32's (the int8 pass is a
 rounding of the model, so some difference either way is expected), and questions at
@@ -123,11 +124,15 @@ def labelled(embedder) -> dict[str, tuple[float, float]]:
     return results
 
 
-def known_item_quality(embedder, pairs: list[tuple[str, str]]) -> dict[str, tuple[float, float, float]]:
+def known_item_quality(
+    embedder, pairs: list[tuple[str, str]]
+) -> tuple[dict[str, tuple[float, float, float]], np.ndarray]:
+    """({precision: (MRR@10, hit@1, top-10 shared with fp32)}, int8-to-fp32 cosine per question)."""
     documents = np.array(embedder.embed_documents([rest for _, rest in pairs]))
-    tops, results = {}, {}
+    tops, results, vectors = {}, {}, {}
     for precision in PRECISIONS:
-        scores = questions(embedder, [first for first, _ in pairs], precision) @ documents.T
+        vectors[precision] = questions(embedder, [first for first, _ in pairs], precision)
+        scores = vectors[precision] @ documents.T
         order = np.argsort(-scores, axis=1)[:, :10]
         tops[precision] = order
         hits = [np.flatnonzero(row == i) for i, row in enumerate(order)]
@@ -137,7 +142,8 @@ def known_item_quality(embedder, pairs: list[tuple[str, str]]) -> dict[str, tupl
     overlap = statistics.mean(
         len(set(a) & set(b)) / 10 for a, b in zip(tops["int8"], tops["fp32"], strict=True)
     )  # fmt: skip
-    return {p: (*results[p], overlap if p == "int8" else 1.0) for p in PRECISIONS}
+    cosines = (vectors["int8"] * vectors["fp32"]).sum(axis=1)  # both are unit vectors
+    return {p: (*results[p], overlap if p == "int8" else 1.0) for p in PRECISIONS}, cosines
 
 
 def main() -> None:
@@ -150,7 +156,7 @@ def main() -> None:
     print(f"known items: {len(pairs)} paragraphs of real prose; labelled: the demo set", flush=True)
     timing = speed(embedder, args.rounds)
     demo = labelled(embedder)
-    items = known_item_quality(embedder, pairs)
+    items, cosines = known_item_quality(embedder, pairs)
     for precision in PRECISIONS:
         recall, mrr = demo[precision]
         item_mrr, hit1, overlap = items[precision]
@@ -158,6 +164,7 @@ def main() -> None:
             f"{precision:<5} {timing[precision]:6.2f} ms per question | demo recall@3 {recall:.3f} MRR {mrr:.3f}"
             f" | known items MRR@10 {item_mrr:.4f} hit@1 {hit1:.4f} top-10 shared with fp32 {overlap:.3f}"
         )
+    print(f"int8 against fp32, the same question: cosine mean {cosines.mean():.4f}, lowest {cosines.min():.4f}")
     print(
         f"\nint8 questions: {timing['fp32'] / timing['int8']:.2f}x as fast (target >= 2x); "
         f"demo MRR {demo['int8'][1] - demo['fp32'][1]:+.4f}, known-item MRR@10 "

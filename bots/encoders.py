@@ -17,11 +17,11 @@ pooling, normalisation) in native code without the GIL:
 Questions (not documents) are embedded by an int8 rounding of the onnx pass when
 ``EMBEDDING_QUERY_PRECISION=int8`` (the default): its matrix products run on 8-bit
 weights (ONNX Runtime's dynamic quantization, per output channel), 1.2 ms a question
-against 4.3 on one thread, and searching fp32 documents with int8 questions ranks them as well as
-fp32 questions do (``bench/embedding_precision.py``). Documents stay fp32: int8
-activations are scaled per pass, so a text's int8 vector depends on the batch it was
-padded into (cosine 0.98 to itself alone in a batch of 32), and a question is
-therefore always embedded in a pass of its own.
+against 4.3 on one thread, and searching fp32 documents with int8 questions ranks
+them as well as fp32 questions do (``bench/embedding_precision.py``). Documents stay
+fp32: int8 activations are scaled per pass, so a text's int8 vector depends on the
+batch it was padded into (cosine 0.98 to itself alone in a batch of 32), and a
+question is therefore always embedded in a pass of its own.
 
 ``EMBEDDING_RUNTIME`` picks the first one tried; each is checked against
 sentence-transformers when it loads, and one that fails to build or disagrees is
@@ -58,8 +58,9 @@ EXPORT_VERSION = 1
 ONNX_OPSET = 17
 # Agreement with sentence-transformers every full-precision encoder must reach on the probes.
 MIN_COSINE = 0.9999
-# The int8 pass is a rounding of the model, not the model: 0.995 on average and 0.99
-# at worst over 500 real paragraphs, with the same retrieval quality. Far below that,
+# The int8 pass is a rounding of the model, not the model: a cosine of 0.994 to the
+# fp32 pass on average and 0.986 at worst over 527 real sentences, with the same
+# retrieval quality (bench/embedding_precision.py prints both). Far below that,
 # the CPU's integer kernels are not to be trusted (the u8*s8 products of CPUs without
 # VNNI can saturate) and the full-precision pass is used instead.
 MIN_COSINE_INT8 = 0.98

@@ -16,16 +16,17 @@ logger = logging.getLogger(__name__)
 @receiver(user_message_stored, dispatch_uid="leads.user_message_stored")
 def on_user_message_stored(sender, conversation, message, **kwargs):
     # Sent after commit already; the work (detection, scoring) goes to a worker.
+    from leads.services import lead_message_process
     from leads.tasks import lead_message_process_task
 
     try:
         if lead_message_process_task.app.conf.task_always_eager:
             # No broker: the task would run right here. Its service runs on the objects
             # the sender already holds, without Celery's eager machinery and the task's
-            # re-fetch of the message (~1.5 ms of CPU on every message's way to its
-            # answer); the chat socket holds it until the answer's first token is out
-            # (chatbase.core.deferred).
-            detect = functools.partial(_detect, message)
+            # re-fetch of the message (~1.5 ms of CPU); the chat socket holds it until
+            # the answer's first token is out (chatbase.core.deferred), whose run()
+            # logs a failure as the except below does.
+            detect = functools.partial(lead_message_process, message=message)
             if not deferred.hold(detect):
                 detect()
         else:
@@ -33,13 +34,4 @@ def on_user_message_stored(sender, conversation, message, **kwargs):
     except Exception:
         # Lead detection must never break the chat: the visitor's message is stored
         # and will be answered whatever happens here.
-        logger.exception("Lead detection of message %s failed", message.pk)
-
-
-def _detect(message) -> None:
-    from leads.services import lead_message_process
-
-    try:
-        lead_message_process(message=message)
-    except Exception:
         logger.exception("Lead detection of message %s failed", message.pk)

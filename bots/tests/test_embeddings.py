@@ -524,6 +524,25 @@ def test_a_damaged_export_is_replaced(local_embedder, exported_encoders, precisi
     assert agreement(model, encoder, texts=AGREEMENT_TEXTS[1:], batch_sizes=(1,)) >= minimum
 
 
+def test_quantizing_silences_only_the_quantizers_notes_and_only_while_it_runs():
+    import logging
+
+    def record(pathname, level):
+        return logging.LogRecord("root", level, pathname, 1, "note", None, None)
+
+    notes = encoders._QuantizerNotes()
+    quantizer = "/venv/site-packages/onnxruntime/quantization/onnx_quantizer.py"
+    assert not notes.filter(record(quantizer, logging.INFO))
+    assert not notes.filter(record(quantizer, logging.WARNING))
+    assert notes.filter(record(quantizer, logging.ERROR))
+    assert notes.filter(record("/work/main/bots/encoders.py", logging.INFO))
+    root = logging.getLogger()
+    before = list(root.filters)
+    with pytest.raises(Exception):  # noqa: B017 - whatever the quantizer raises on garbage
+        encoders._quantize(b"not a model")
+    assert root.filters == before
+
+
 def test_an_unwritable_var_dir_still_gives_the_onnx_pass(local_embedder, fresh_encoders, settings, warnings_logged):
     blocked = fresh_encoders / "file"
     blocked.write_text("VAR_DIR/models cannot be made under a file")

@@ -263,6 +263,53 @@ async def test_the_lead_form_waits_for_a_running_detection_and_both_find_one_lea
     assert (lead.email, lead.phone) == ("ravi@example.in", "+919840012345")
 
 
+async def lead_appears(queryset, seconds=5.0) -> bool:
+    for _ in range(int(seconds / 0.05)):
+        if await queryset.aexists():
+            return True
+        await asyncio.sleep(0.05)
+    return await queryset.aexists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_message_stored_but_never_answered_is_still_searched_for_a_lead(widget_bot, monkeypatch):
+    # The handler fails between the store and the answer (say, the ack cannot be sent):
+    # what the store held for the first token must run anyway.
+    from conversations.consumers import ChatConsumer
+
+    real_store = ChatConsumer._store
+
+    async def store_then_fail(self, text, client_id):
+        await real_store(self, text, client_id)
+        raise RuntimeError("the socket broke after the store")
+
+    monkeypatch.setattr(ChatConsumer, "_store", store_then_fail)
+    comm, _ = await connect(widget_bot)
+    await comm.send_json_to({"type": "message.send", "text": "We want to buy 20 units, mail ravi@example.in"})
+    assert (await comm.receive_json_from(timeout=10))["type"] == "error"
+    assert await lead_appears(Lead.objects.filter(bot=widget_bot, email="ravi@example.in"))
+    await comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_failing_held_detection_does_not_fail_the_answer(widget_bot, fake_llm, monkeypatch):
+    from leads import services
+
+    def broken(*, message):
+        raise RuntimeError("scoring is broken")
+
+    monkeypatch.setattr(services, "lead_message_process", broken)
+    fake_llm.openai.enqueue(Script(text="Happy to help with 20 units."))
+    comm, _ = await connect(widget_bot)
+    await comm.send_json_to({"type": "message.send", "text": "We want to buy 20 units, mail ravi@example.in"})
+    frames = []
+    while not frames or frames[-1]["type"] not in ("answer.done", "error"):
+        frames.append(await comm.receive_json_from(timeout=15))
+    assert frames[-1]["type"] == "answer.done" and frames[-1]["text"] == "Happy to help with 20 units."
+    await comm.disconnect()
+    assert not await Lead.objects.filter(bot=widget_bot).aexists()
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_a_message_whose_answer_is_refused_is_still_searched_for_a_lead(widget_bot, fake_llm):
     from bots.services.bots import bot_update
@@ -275,12 +322,8 @@ async def test_a_message_whose_answer_is_refused_is_still_searched_for_a_lead(wi
     assert (await comm.receive_json_from(timeout=10))["type"] == "message.ack"
     error = await comm.receive_json_from(timeout=10)
     assert error["type"] == "error" and error["code"] == "rate_limited"  # no answer, so no first token
-    leads = Lead.objects.filter(bot=widget_bot, email="ravi@example.in")
-    for _ in range(100):  # run as the refused answer ends, just after the error frame
-        if await leads.aexists():
-            break
-        await asyncio.sleep(0.05)
-    assert await leads.aexists()
+    # Run as the refused answer ends, just after the error frame.
+    assert await lead_appears(Lead.objects.filter(bot=widget_bot, email="ravi@example.in"))
     await comm.disconnect()
 
 

@@ -73,3 +73,20 @@ def test_with_a_broker_tasks_are_published_at_once(monkeypatch):
     finally:
         app.conf.task_always_eager = saved
     assert published == [("published",)] and len(held) == 0
+
+
+def test_hold_keeps_a_call_only_inside_a_reply_being_prepared():
+    calls = []
+    assert deferred.hold(lambda: calls.append("outside")) is False  # the caller runs it
+    with deferred.held_until_reply() as held:
+        assert deferred.hold(lambda: calls.append("held")) is True
+        with deferred.not_held():
+            # Work running beside the reply: what it sends is its own, not held.
+            assert deferred.hold(lambda: calls.append("beside")) is False
+            deferred.enqueue(record, "beside")
+        assert RAN == ["beside"]
+    assert calls == []
+    deferred.run_held(held)
+    assert calls == ["held"]
+    with deferred.held_until_reply(held):
+        assert deferred.hold(lambda: calls.append("late")) is False  # taken already
