@@ -187,6 +187,12 @@ def template_get(*, slug: str) -> PromptTemplate | None:
     return _templates().get(slug)
 
 
+def template_get_by_pk(pk: int) -> PromptTemplate | None:
+    """The cached template with this primary key (a conversation's or a bot's choice),
+    None if there is none: read with each turn, where a join would cost more."""
+    return next((t for t in _templates().values() if t.pk == pk), None)
+
+
 def time_of_day(now: datetime) -> str:
     hour = now.hour
     if 5 <= hour < 12:
@@ -239,7 +245,7 @@ def template_select(
     if explicit and explicit in templates:
         return templates[explicit]
     if bot is not None and bot.template_id:
-        chosen = next((t for t in templates.values() if t.pk == bot.template_id), None)
+        chosen = template_get_by_pk(bot.template_id)
         if chosen is not None:
             return chosen
     profile = profile or {}

@@ -28,7 +28,7 @@ from bots.llm import ChatMessage, ChatRequest, ChatResult, Passage, ProviderFail
 from bots.llm.providers import provider_order
 from bots.llm.tools import ToolContext, specs_for
 from bots.models import PromptTemplate
-from bots.templates import personalise, template_select
+from bots.templates import personalise, template_get_by_pk, template_select
 from chatbase.core import metrics
 from chatbase.core.db import db_call
 from chatbase.core.deferred import enqueue
@@ -154,23 +154,44 @@ class TurnContext:
     query: str
     owner: User | None
     answer: Message
+    # When the turn began (time.monotonic()): its latency and first token count from here.
+    started: float
 
     @property
     def searches(self) -> bool:
         return bool(self.query and self.conversation.bot.chunk_count)
 
 
-def turn_context(*, conversation_id: int, owner: User | None = None) -> TurnContext:
+def _explicit_template(conversation: Conversation) -> str | None:
+    """The slug of the personality chosen for this conversation, if any (from the
+    template cache; the conversation's row is read without a join)."""
+    if conversation.template_id is None:
+        return None
+    template = template_get_by_pk(conversation.template_id)
+    if template is None:  # saved a moment ago in another process: read it
+        template = conversation.template
+    return template.slug
+
+
+def turn_context(*, conversation_id: int, owner: User | None = None, latest: Message | None = None) -> TurnContext:
     """The conversation, its history window, its personality and the answer's row (a
-    database thread; the one database trip between the stored message and the model)."""
-    conversation = Conversation.objects.select_related("bot", "template", "bot__template").get(pk=conversation_id)
+    database thread; the one database trip between the stored message and the model).
+
+    `latest`: the user message the caller stored just now. When it is the
+    conversation's first, it is the whole window, which is then not read again.
+    """
+    started = time.monotonic()
+    conversation = Conversation.objects.select_related("bot").get(pk=conversation_id)
     # Before any spending: the user's message is stored; the answer is what is refused.
     budget_check(conversation=conversation)
-    window = selectors.message_window(conversation=conversation, limit=settings.CHAT_HISTORY_MESSAGES)
+    if latest is not None and latest.conversation_id == conversation.pk and conversation.message_count == 1:
+        window = [latest]
+    else:
+        window = selectors.message_window(conversation=conversation, limit=settings.CHAT_HISTORY_MESSAGES)
     recent_user_text = " ".join(m.text for m in window if m.role == Message.Role.USER)[-2000:]
     template = template_select(
         bot=conversation.bot,
-        explicit=conversation.template.slug if conversation.template else None,
+        explicit=_explicit_template(conversation),
         text=recent_user_text,
         profile=conversation.profile,
     )
@@ -179,7 +200,29 @@ def turn_context(*, conversation_id: int, owner: User | None = None) -> TurnCont
     # database queue behind every other socket's work under a burst while the model's
     # tokens piled up (bench/streaming.py).
     answer = services.message_assistant_begin(conversation=conversation)
-    return TurnContext(conversation, window, template, _retrieval_query(window), owner, answer)
+    return TurnContext(conversation, window, template, _retrieval_query(window), owner, answer, started)
+
+
+def message_user_add_and_prepare(
+    *, conversation: Conversation, text: object, client_id: object = "", owner: User | None = None
+) -> tuple[services.StoredMessage, TurnContext | None]:
+    """Store the user's message (committed first, as always), then read its answer's
+    context in the same database thread call: the answer no longer waits for a
+    second trip to a database thread, nor reads a first message's window back.
+
+    The context is None for a resend (answered already) and when it cannot be read:
+    `answer_stream` then reads it itself, and reports what stopped it (a spent budget,
+    a database error) the usual way. The caller must not have an answer of this
+    conversation in progress: the context would be read without it.
+    """
+    stored = services.message_user_add(conversation=conversation, text=text, client_id=client_id)
+    if not stored.created:
+        return stored, None
+    try:
+        return stored, turn_context(conversation_id=conversation.pk, owner=owner, latest=stored.message)
+    except Exception:
+        logger.debug("turn context for conversation %s not read with its message", conversation.pk, exc_info=True)
+        return stored, None
 
 
 def turn_build(*, context: TurnContext, results: list[bot_selectors.SearchResult]) -> Turn:
@@ -311,16 +354,22 @@ def _record_metrics(result: ChatResult, *, started: float, first: float | None) 
 
 
 async def answer_stream(
-    *, conversation: Conversation, owner: User | None = None
+    *, conversation: Conversation, owner: User | None = None, context: TurnContext | None = None
 ) -> AsyncIterator[AnswerDelta | AnswerDone]:
     """Answer the conversation's latest user message, streaming.
+
+    `context`: the turn's context, if the caller read it with the message
+    (`message_user_add_and_prepare`); otherwise it is read here.
 
     Cancelling the consumer (the visitor left) closes the model's request and keeps
     the partial answer, marked incomplete. Raises Unavailable when no provider could
     say anything; the user's message is already stored either way.
     """
-    started = time.monotonic()
-    context = await db_call(turn_context)(conversation_id=conversation.pk, owner=owner)
+    if context is None:
+        started = time.monotonic()
+        context = await db_call(turn_context)(conversation_id=conversation.pk, owner=owner)
+    else:
+        started = context.started
     bot = context.conversation.bot
     try:
         # Awaited here, not on a database thread: the few threads the chat has for the

@@ -21,9 +21,16 @@ from chatbase.core.clientip import client_ip_from_scope
 from chatbase.core.consumers import NO_CHANNEL_LAYER, JsonConsumer
 from chatbase.core.db import after_reply_call, db_call
 from chatbase.core.errors import ChatbaseError, RateLimited, ValidationFailed
-from chatbase.core.ratelimit import Rate, arate_limit_hit
+from chatbase.core.ratelimit import Rate, arate_limit_hit, arate_limits_hit
 from conversations import selectors, services
-from conversations.chat import AnswerDelta, AnswerDone, answer_stream, prefetch_retrieval
+from conversations.chat import (
+    AnswerDelta,
+    AnswerDone,
+    TurnContext,
+    answer_stream,
+    message_user_add_and_prepare,
+    prefetch_retrieval,
+)
 from conversations.identity import (
     VERIFIED_PREFIX,
     IdentityRejected,
@@ -73,10 +80,12 @@ def public_sources(sources: list[dict]) -> list[dict]:
     ]
 
 
-async def answer_frames(*, conversation: Conversation) -> AsyncIterator[tuple[dict, Message | None]]:
+async def answer_frames(
+    *, conversation: Conversation, context: TurnContext | None = None
+) -> AsyncIterator[tuple[dict, Message | None]]:
     """One streamed answer as websocket frames: `answer.delta`s, then `answer.done` with
     the stored message (shared by the chat and matchmaking sockets)."""
-    async for event in answer_stream(conversation=conversation):
+    async for event in answer_stream(conversation=conversation, context=context):
         if isinstance(event, AnswerDelta):
             yield {"type": "answer.delta", "message_id": event.message_id, "delta": event.text}, None
         elif isinstance(event, AnswerDone):
@@ -219,17 +228,21 @@ class ChatConsumer(JsonConsumer):
         text, client_id = content.get("text"), content.get("client_id") or ""
         if not isinstance(client_id, str):
             raise ValidationFailed("client_id: must be a string.")
-        await arate_limit_hit(
-            key=f"chat-visitor:{self.bot.pk}:{self.visitor_id}", rate=Rate.parse(settings.CHAT_RATE_PER_VISITOR)
+        await arate_limits_hit(
+            (f"chat-visitor:{self.bot.pk}:{self.visitor_id}", Rate.parse(settings.CHAT_RATE_PER_VISITOR)),
+            (f"chat-ip:{self.ip}", Rate.parse(settings.CHAT_RATE_PER_IP)),
         )
-        await arate_limit_hit(key=f"chat-ip:{self.ip}", rate=Rate.parse(settings.CHAT_RATE_PER_IP))
         prefetch_retrieval(bot=self.bot, text=text, previous=self.last_user_text)
         # The message's lead detection waits for its answer's first token (_answer):
         # run inside the store, it stood between the message and that token.
         until_first_token = deferred.Held()
+        context = None
         try:
             with deferred.held_until_reply(until_first_token):
-                stored = await self._store(text, client_id)
+                # With no answer in progress, the answer's context is read with the
+                # message: one trip to a database thread instead of two. Beside one, it
+                # is read once that answer is done, so that it includes it.
+                stored, context = await self._store(text, client_id, prepare=not self.answer_tasks)
             self.last_user_text = stored.message.text
             await self.send_json(
                 {"type": "message.ack", "client_id": client_id or None, "message_id": stored.message.pk}
@@ -239,12 +252,14 @@ class ChatConsumer(JsonConsumer):
             # it holds runs now; a commit still to come finds the Held closed and runs
             # its detection itself.
             await _uncancelled(self._run_held(until_first_token))
+            if context is not None:  # its answer's row, never to be written
+                await _uncancelled(db_call(services.message_assistant_discard)(message=context.answer))
             raise
         if not stored.created:
             # A resend after a reconnect: it was answered (or is being answered) already.
             await self._run_held(until_first_token)
             return
-        task = asyncio.create_task(self._answer(until_first_token))
+        task = asyncio.create_task(self._answer(until_first_token, context))
         self.answer_tasks.add(task)
         task.add_done_callback(self.answer_tasks.discard)
 
@@ -269,11 +284,16 @@ class ChatConsumer(JsonConsumer):
             )
         await self.send_json({"type": "lead.saved", "lead_id": lead.pk})
 
-    async def _store(self, text, client_id):
+    async def _store(self, text, client_id, *, prepare: bool) -> tuple[services.StoredMessage, TurnContext | None]:
+        """The stored message, and its answer's context if `prepare` (and it could be read)."""
+
+        def store():
+            if prepare:
+                return message_user_add_and_prepare(conversation=self.conversation, text=text, client_id=client_id)
+            return services.message_user_add(conversation=self.conversation, text=text, client_id=client_id), None
+
         try:
-            return await db_call(services.message_user_add)(
-                conversation=self.conversation, text=text, client_id=client_id
-            )
+            return await db_call(store)()
         except ValidationFailed as exc:
             if exc.code != "conversation_ended":
                 raise
@@ -281,7 +301,7 @@ class ChatConsumer(JsonConsumer):
         self.conversation = await db_call(services.conversation_open)(
             bot=self.bot, visitor_id=self.visitor_id, channel=Conversation.Channel.WIDGET, metadata=self._metadata()
         )
-        return await db_call(services.message_user_add)(conversation=self.conversation, text=text, client_id=client_id)
+        return await db_call(store)()
 
     async def _run_held(self, held: deferred.Held) -> None:
         """Run what `held` kept (a message's lead detection), on a database thread; not
@@ -298,7 +318,7 @@ class ChatConsumer(JsonConsumer):
         except Exception:
             logger.exception("Work held for the first token of conversation %s failed", self.conversation.pk)
 
-    async def _answer(self, until_first_token: deferred.Held):
+    async def _answer(self, until_first_token: deferred.Held, context: TurnContext | None = None):
         held = deferred.Held()  # in-process tasks the answer sends (the rolling summary), run after it
         side: asyncio.Task | None = None  # what waited for the first token, running beside the answer
         try:
@@ -306,7 +326,7 @@ class ChatConsumer(JsonConsumer):
             async with self.answer_lock:
                 try:
                     with deferred.held_until_reply(held):
-                        async for frame, _ in answer_frames(conversation=self.conversation):
+                        async for frame, _ in answer_frames(conversation=self.conversation, context=context):
                             if frame["type"] == "answer.done":
                                 # Done by now as a rule (it ran while the answer streamed);
                                 # awaited so that what it found is there once the answer is.

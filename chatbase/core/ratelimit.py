@@ -14,7 +14,10 @@ import re
 import time
 from dataclasses import dataclass
 
-from django.core.cache import cache
+from asgiref.sync import sync_to_async
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.locmem import LocMemCache
 
 from chatbase.core import metrics
 from chatbase.core.errors import RateLimited
@@ -85,10 +88,31 @@ def rate_limit_hit(*, key: str, rate: Rate) -> None:
 
 
 async def arate_limit_hit(*, key: str, rate: Rate) -> None:
-    try:
-        await _ahit(key, rate)
-    except CACHE_ERRORS as exc:
-        cache_unavailable("ratelimit", exc)
+    await arate_limits_hit((key, rate))
+
+
+async def arate_limits_hit(*hits: tuple[str, Rate]) -> None:
+    """Count one hit of each (key, rate), in order; raise RateLimited at the first one
+    past its limit (the later ones are then not counted).
+
+    Django's async cache methods each take a trip to a worker thread, one after the
+    other (add, then incr), for every limit: on a chat message that was four trips
+    before it was stored. A process-local cache has no I/O to wait for and is counted
+    right here; any other (Redis) is counted in one trip for all of the hits.
+    """
+    if _cache_is_local():
+        _hits(hits)
+    else:
+        await sync_to_async(_hits, thread_sensitive=False)(hits)
+
+
+def _hits(hits: tuple[tuple[str, Rate], ...]) -> None:
+    for key, rate in hits:
+        rate_limit_hit(key=key, rate=rate)
+
+
+def _cache_is_local() -> bool:
+    return isinstance(caches[DEFAULT_CACHE_ALIAS], LocMemCache | DummyCache)
 
 
 def _hit(key: str, rate: Rate) -> None:
@@ -101,20 +125,6 @@ def _hit(key: str, rate: Rate) -> None:
             count = cache.incr(cache_key)
         except ValueError:  # expired between add() and incr()
             cache.add(cache_key, 1, timeout=rate.window + 1)
-            count = 1
-    if count > rate.limit:
-        raise RateLimited(retry_after=remaining)
-
-
-async def _ahit(key: str, rate: Rate) -> None:
-    cache_key, remaining = _window(key, rate, time.time())
-    if await cache.aadd(cache_key, 1, timeout=rate.window + 1):
-        count = 1
-    else:
-        try:
-            count = await cache.aincr(cache_key)
-        except ValueError:
-            await cache.aadd(cache_key, 1, timeout=rate.window + 1)
             count = 1
     if count > rate.limit:
         raise RateLimited(retry_after=remaining)

@@ -296,3 +296,31 @@ async def test_without_a_broker_the_summary_waits_until_answer_done_is_sent(shop
     assert frames[-1]["type"] == "answer.done" and frames[-1]["text"] == "Refunds take 14 days."
     assert await llm.until(lambda: len(llm.requests_for("openai")) == 2, timeout=5)  # then it ran
     await comm.disconnect()
+
+
+async def test_a_message_sent_mid_answer_is_answered_next_with_that_answer_in_its_history(shop_bot, llm):
+    # The second message arrives while the first answer streams: its turn is read once
+    # that answer is stored (not with the message, as an idle socket's is).
+    llm.openai.enqueue(
+        Script(text="Refunds take fourteen days after we receive the item.", tokens_per_second=20),
+        Script(text="Exchanges work the same way."),
+    )
+    comm, _ = await connect(shop_bot)
+    await comm.send_json_to({"type": "message.send", "text": "How do refunds work?"})
+    assert (await comm.receive_json_from(timeout=10))["type"] == "message.ack"
+    assert (await comm.receive_json_from(timeout=10))["type"] == "answer.delta"
+    await comm.send_json_to({"type": "message.send", "text": "And exchanges?"})
+    first = await receive_until(comm, "answer.done")
+    assert first[-1]["type"] == "answer.done", first
+    assert "message.ack" in [f["type"] for f in first]
+    second = await receive_until(comm, "answer.done")
+    assert second[-1]["type"] == "answer.done" and second[-1]["text"] == "Exchanges work the same way."
+    await comm.disconnect()
+
+    _, later = llm.requests_for("openai")
+    history = [(m["role"], m["content"]) for m in later.body["messages"] if m["role"] != "system"]
+    assert history[-3:] == [
+        ("user", "How do refunds work?"),
+        ("assistant", "Refunds take fourteen days after we receive the item."),
+        ("user", "And exchanges?"),
+    ]

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from bots.llm.tools import ToolSpec, register, unregister
 from bots.templates import template_get
-from chatbase.core.errors import Unavailable, ValidationFailed
+from chatbase.core.errors import RateLimited, Unavailable, ValidationFailed
 from chatbase.testing.fake_llm import Script
 from conversations import chat, services
 from conversations.models import Conversation, Message
@@ -303,3 +303,54 @@ def test_a_resend_after_the_conversation_ended_is_the_stored_message_not_an_erro
         services.message_user_add(conversation=conversation, text="Hello again?", client_id="c-2")
     assert refused.value.code == "conversation_ended"
     assert conversation.messages.count() == 1
+
+
+def _message_reads(queries) -> int:
+    """Queries that read message rows (the history window), not sums of them (budgets)."""
+    return sum(1 for q in queries if q["sql"].startswith('SELECT "conversations_message"."id"'))
+
+
+def test_a_message_is_stored_and_its_turn_read_in_one_call(shop_bot):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    conversation = services.conversation_start(bot=shop_bot, visitor_id="v1", channel="widget")
+    with CaptureQueriesContext(connection) as first_queries:
+        stored, context = chat.message_user_add_and_prepare(conversation=conversation, text="Refund time?")
+    # The conversation's first message is the whole window: it is not read back.
+    assert stored.created and context.window == [stored.message]
+    assert _message_reads(first_queries) == 0
+    assert context.answer.role == "assistant" and context.answer.incomplete
+    services.message_assistant_finish(message=context.answer, text="14 days.", sources=[], providers=["extractive"])
+
+    with CaptureQueriesContext(connection) as second_queries:
+        stored, context = chat.message_user_add_and_prepare(conversation=conversation, text="And express?")
+    assert [m.text for m in context.window] == ["Refund time?", "14 days.", "And express?"]
+    assert _message_reads(second_queries) == 1
+
+
+def test_a_resend_stored_and_prepared_has_no_turn(shop_bot):
+    conversation = services.conversation_start(bot=shop_bot, visitor_id="v1", channel="widget")
+    first, turn = chat.message_user_add_and_prepare(conversation=conversation, text="Once", client_id="c-9")
+    again, no_turn = chat.message_user_add_and_prepare(conversation=conversation, text="Once", client_id="c-9")
+    assert turn is not None and not again.created and again.message.pk == first.message.pk and no_turn is None
+
+
+def test_a_turn_that_cannot_be_read_with_its_message_is_read_by_the_answer(shop_bot, monkeypatch):
+    conversation = services.conversation_start(bot=shop_bot, visitor_id="v1", channel="widget")
+
+    def spent(**kwargs):
+        raise RateLimited("The daily budget is spent.")
+
+    monkeypatch.setattr(chat, "budget_check", spent)
+    stored, context = chat.message_user_add_and_prepare(conversation=conversation, text="Refund time?")
+    # The message is stored; the refusal is answer_stream's to report, with no answer row.
+    assert stored.created and context is None
+    assert list(conversation.messages.values_list("role", flat=True)) == ["user"]
+
+
+def test_the_chosen_personality_is_found_without_a_join(shop_bot):
+    conversation = conversation_with(shop_bot, [("hello there", None)])
+    services.conversation_set_template(conversation=conversation, template=template_get(slug="casual_chat"))
+    context = chat.turn_context(conversation_id=conversation.pk)
+    assert context.template.slug == "casual_chat"

@@ -279,8 +279,8 @@ async def test_a_message_stored_but_never_answered_is_still_searched_for_a_lead(
 
     real_store = ChatConsumer._store
 
-    async def store_then_fail(self, text, client_id):
-        await real_store(self, text, client_id)
+    async def store_then_fail(self, text, client_id, **kwargs):
+        await real_store(self, text, client_id, **kwargs)
         raise RuntimeError("the socket broke after the store")
 
     monkeypatch.setattr(ChatConsumer, "_store", store_then_fail)
