@@ -173,12 +173,15 @@ def _explicit_template(conversation: Conversation) -> str | None:
     return template.slug
 
 
-def turn_context(*, conversation_id: int, owner: User | None = None, latest: Message | None = None) -> TurnContext:
+def turn_context(
+    *, conversation_id: int, owner: User | None = None, latest: Message | None = None, answer: Message | None = None
+) -> TurnContext:
     """The conversation, its history window, its personality and the answer's row (a
     database thread; the one database trip between the stored message and the model).
 
     `latest`: the user message the caller stored just now. When it is the
     conversation's first, it is the whole window, which is then not read again.
+    `answer`: the answer's row, if the caller created it with that message.
     """
     started = time.monotonic()
     conversation = Conversation.objects.select_related("bot").get(pk=conversation_id)
@@ -199,30 +202,41 @@ def turn_context(*, conversation_id: int, owner: User | None = None, latest: Mes
     # while the search runs. Written beside the model call instead, it waited in the
     # database queue behind every other socket's work under a burst while the model's
     # tokens piled up (bench/streaming.py).
-    answer = services.message_assistant_begin(conversation=conversation)
+    if answer is None:
+        answer = services.message_assistant_begin(conversation=conversation)
     return TurnContext(conversation, window, template, _retrieval_query(window), owner, answer, started)
 
 
 def message_user_add_and_prepare(
     *, conversation: Conversation, text: object, client_id: object = "", owner: User | None = None
 ) -> tuple[services.StoredMessage, TurnContext | None]:
-    """Store the user's message (committed first, as always), then read its answer's
-    context in the same database thread call: the answer no longer waits for a
-    second trip to a database thread, nor reads a first message's window back.
+    """Store the user's message (committed first, as always) with its answer's row,
+    then read the answer's context in the same database thread call: the answer no
+    longer waits for a second trip to a database thread, nor reads a first
+    message's window back.
 
     The context is None for a resend (answered already) and when it cannot be read:
     `answer_stream` then reads it itself, and reports what stopped it (a spent budget,
     a database error) the usual way. The caller must not have an answer of this
     conversation in progress: the context would be read without it.
     """
-    stored = services.message_user_add(conversation=conversation, text=text, client_id=client_id)
+    stored = services.message_user_add(conversation=conversation, text=text, client_id=client_id, answer_row=True)
     if not stored.created:
         return stored, None
     try:
-        return stored, turn_context(conversation_id=conversation.pk, owner=owner, latest=stored.message)
+        context = turn_context(
+            conversation_id=conversation.pk, owner=owner, latest=stored.message, answer=stored.answer
+        )
     except Exception:
         logger.debug("turn context for conversation %s not read with its message", conversation.pk, exc_info=True)
-        return stored, None
+    else:
+        return stored, context
+    try:
+        # answer_stream makes its own row when it reads the context again.
+        services.message_assistant_discard(message=stored.answer)
+    except Exception:  # left as an empty, incomplete row: never shown, never sent to a model
+        logger.warning("answer row %s of conversation %s not discarded", stored.answer.pk, conversation.pk)
+    return stored, None
 
 
 def turn_build(*, context: TurnContext, results: list[bot_selectors.SearchResult]) -> Turn:

@@ -320,7 +320,11 @@ def test_a_message_is_stored_and_its_turn_read_in_one_call(shop_bot):
     # The conversation's first message is the whole window: it is not read back.
     assert stored.created and context.window == [stored.message]
     assert _message_reads(first_queries) == 0
-    assert context.answer.role == "assistant" and context.answer.incomplete
+    # The question and its answer's row: one INSERT, numbered in that order.
+    inserts = [q for q in first_queries if q["sql"].startswith('INSERT INTO "conversations_message"')]
+    assert len(inserts) == 1
+    assert context.answer.role == "assistant" and context.answer.incomplete and context.answer.text == ""
+    assert context.answer.pk > stored.message.pk and context.answer.created_at >= stored.message.created_at
     services.message_assistant_finish(message=context.answer, text="14 days.", sources=[], providers=["extractive"])
 
     with CaptureQueriesContext(connection) as second_queries:
