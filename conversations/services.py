@@ -51,7 +51,6 @@ def profile_clean(profile: object) -> dict:
     return cleaned
 
 
-@transaction.atomic
 def conversation_start(
     *,
     bot: Bot,
@@ -61,6 +60,8 @@ def conversation_start(
     template: PromptTemplate | None = None,
     metadata: dict | None = None,
 ) -> Conversation:
+    # One INSERT, in autocommit: a transaction around it only added BEGIN and COMMIT
+    # to every new visitor's handshake.
     return Conversation.objects.create(
         bot=bot,
         visitor_id=visitor_id,
