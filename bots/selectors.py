@@ -141,6 +141,13 @@ def exact_scan_is_cheaper(chunk_count: int) -> bool:
     return chunk_count * chunk_count / total < settings.RETRIEVAL_EXACT_SCAN_SHARE_LIMIT
 
 
+# Ordered by the output column: the same expression to the planner (the HNSW index
+# serves it), and the 4 kB vector literal is quoted, sent and parsed once, not twice.
+HNSW_SEARCH_SQL = (
+    "SELECT id, embedding <=> %s::vector AS distance FROM bots_chunk WHERE bot_id = %s ORDER BY distance LIMIT %s"
+)
+
+
 def vector_candidates(*, bot_id: int, chunk_count: int, vector: Sequence[float], limit: int) -> list[tuple[int, float]]:
     """[(chunk_id, cosine distance)] nearest first; exactly min(limit, chunk_count) rows."""
     literal = _vector_literal(vector)
@@ -162,11 +169,8 @@ def vector_candidates(*, bot_id: int, chunk_count: int, vector: Sequence[float],
         " set_config('hnsw.ef_search', %s, true), set_config('hnsw.max_scan_tuples', %s, true)"
     )
     settings_params = [str(max(settings.RETRIEVAL_HNSW_EF_SEARCH, limit)), str(settings.RETRIEVAL_HNSW_MAX_SCAN_TUPLES)]
-    search_sql = (
-        "SELECT id, embedding <=> %s::vector AS distance FROM bots_chunk "
-        "WHERE bot_id = %s ORDER BY embedding <=> %s::vector LIMIT %s"
-    )
-    search_params = [literal, bot_id, literal, limit]
+    search_sql = HNSW_SEARCH_SQL
+    search_params = [literal, bot_id, limit]
     with connection.cursor() as cursor:
         if isinstance(cursor.cursor, psycopg.ClientCursor) and connection.get_autocommit():
             # One round trip instead of four (BEGIN, settings, search, COMMIT): the
@@ -292,29 +296,29 @@ def chunk_search_by_vector(
         scores = {cid: float(rank) for cid, rank in text_rows}
     top = sorted(scores, key=lambda cid: (-scores[cid], cid))[:k]
 
-    chunks = (
-        Chunk.objects.filter(pk__in=top)
-        .select_related("document")
-        .only("id", "text", "metadata", "document_id", "document__title", "document__url")
+    # Rows, not model instances: this read is on every answer's way to its first token.
+    rows = Chunk.objects.filter(pk__in=top).values_list(
+        "id", "text", "metadata", "document_id", "document__title", "document__url"
     )
-    by_id = {chunk.pk: chunk for chunk in chunks}
+    by_id = {row[0]: row for row in rows}
     results = []
     for cid in top:
-        chunk = by_id.get(cid)
-        if chunk is None:  # deleted between the ranking and this read
+        row = by_id.get(cid)
+        if row is None:  # deleted between the ranking and this read
             continue
+        _, text, metadata, document_id, document_title, document_url = row
         results.append(
             SearchResult(
                 chunk_id=cid,
-                document_id=chunk.document_id,
-                document_title=chunk.document.title,
-                document_url=chunk.document.url,
-                text=chunk.text,
+                document_id=document_id,
+                document_title=document_title,
+                document_url=document_url,
+                text=text,
                 score=scores[cid],
                 vector_score=vector_similarity.get(cid),
                 vector_rank=vector_rank.get(cid),
                 text_rank=text_rank.get(cid),
-                metadata=chunk.metadata,
+                metadata=metadata,
             )
         )
     return results

@@ -16,6 +16,7 @@ from django.db.models import F
 
 from bots.models import Bot, Chunk
 from bots.selectors import (
+    HNSW_SEARCH_SQL,
     _total_chunks_estimate,
     _vector_literal,
     chunk_search_by_vector,
@@ -88,10 +89,8 @@ def _plan_uses_hnsw(bot_id, vector):
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("ANALYZE bots_chunk")
         cursor.execute("SET LOCAL enable_sort = off")  # as the selector's index path does
-        cursor.execute(
-            "EXPLAIN SELECT id FROM bots_chunk WHERE bot_id = %s ORDER BY embedding <=> %s::vector LIMIT 10",
-            [bot_id, _vector_literal(vector)],
-        )
+        # The selector's own statement: its ORDER BY names the output column.
+        cursor.execute(f"EXPLAIN {HNSW_SEARCH_SQL}", [_vector_literal(vector), bot_id, 10])
         return "chunk_embedding_hnsw" in "\n".join(row[0] for row in cursor.fetchall())
 
 
