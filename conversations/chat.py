@@ -32,7 +32,7 @@ from bots.templates import personalise, template_get_by_pk, template_select
 from chatbase.core import metrics
 from chatbase.core.db import db_call
 from chatbase.core.deferred import enqueue
-from chatbase.core.errors import Unavailable
+from chatbase.core.errors import ChatbaseError, Unavailable
 from chatbase.core.models import User
 from conversations import selectors, services
 from conversations.budgets import budget_check, budget_record
@@ -167,10 +167,10 @@ def _explicit_template(conversation: Conversation) -> str | None:
     template cache; the conversation's row is read without a join)."""
     if conversation.template_id is None:
         return None
+    # Not in the cache (saved a moment ago elsewhere): template_select could not use its
+    # slug either, and the rules choose, as they did before the cache had it.
     template = template_get_by_pk(conversation.template_id)
-    if template is None:  # saved a moment ago in another process: read it
-        template = conversation.template
-    return template.slug
+    return template.slug if template is not None else None
 
 
 def turn_context(
@@ -227,8 +227,10 @@ def message_user_add_and_prepare(
         context = turn_context(
             conversation_id=conversation.pk, owner=owner, latest=stored.message, answer=stored.answer
         )
+    except ChatbaseError:  # a refusal (a spent budget): answer_stream reports it
+        pass
     except Exception:
-        logger.debug("turn context for conversation %s not read with its message", conversation.pk, exc_info=True)
+        logger.warning("turn context for conversation %s not read with its message", conversation.pk, exc_info=True)
     else:
         return stored, context
     try:

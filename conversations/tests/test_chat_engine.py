@@ -355,6 +355,11 @@ def test_a_turn_that_cannot_be_read_with_its_message_is_read_by_the_answer(shop_
 
 def test_the_chosen_personality_is_found_without_a_join(shop_bot):
     conversation = conversation_with(shop_bot, [("hello there", None)])
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
     services.conversation_set_template(conversation=conversation, template=template_get(slug="casual_chat"))
-    context = chat.turn_context(conversation_id=conversation.pk)
+    with CaptureQueriesContext(connection) as queries:
+        context = chat.turn_context(conversation_id=conversation.pk)
     assert context.template.slug == "casual_chat"
+    assert not [q for q in queries if "bots_prompttemplate" in q["sql"]]  # neither joined nor read
