@@ -324,3 +324,24 @@ async def test_a_message_sent_mid_answer_is_answered_next_with_that_answer_in_it
         ("assistant", "Refunds take fourteen days after we receive the item."),
         ("user", "And exchanges?"),
     ]
+
+
+async def test_a_message_whose_ack_cannot_be_sent_leaves_no_empty_answer_row(shop_bot, monkeypatch):
+    # Stored with its answer's row in one call; the socket breaks before the answer
+    # starts: the question stays, the row that would have held the answer goes.
+    from conversations.consumers import ChatConsumer
+
+    real_send = ChatConsumer.send_json
+
+    async def broken_ack(self, content, close=False):
+        if content.get("type") == "message.ack":
+            raise RuntimeError("the socket broke before the ack")
+        await real_send(self, content, close)
+
+    monkeypatch.setattr(ChatConsumer, "send_json", broken_ack)
+    comm, _ = await connect(shop_bot)
+    await comm.send_json_to({"type": "message.send", "text": "Refund time?"})
+    assert (await comm.receive_json_from(timeout=10))["type"] == "error"
+    await comm.disconnect()
+    roles = await database_sync_to_async(lambda: list(Message.objects.values_list("role", flat=True)))()
+    assert roles == ["user"]
