@@ -233,6 +233,61 @@ async def test_sdk_clients_never_retry_and_use_short_timeouts(llm, settings):
     assert openai_client() is openai_client()
 
 
+async def test_sdk_clients_stream_over_aiohttp_unless_told_otherwise(llm, settings):
+    import anthropic
+    import httpx2
+    import openai
+
+    assert isinstance(openai_client()._client, openai.DefaultAioHttpClient)
+    assert isinstance(anthropic_client()._client, anthropic.DefaultAioHttpClient)
+    settings.LLM_HTTP_CLIENT = "httpx"
+    for client, sdk in ((openai_client(), openai), (anthropic_client(), anthropic)):
+        assert isinstance(client._client, httpx2.AsyncClient)
+        assert not isinstance(client._client, sdk.DefaultAioHttpClient)
+    settings.LLM_HTTP_CLIENT = "requests"
+    with pytest.raises(ImproperlyConfigured, match="LLM_HTTP_CLIENT"):
+        openai_client()
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_clients_of_a_loop_made_for_one_call_are_closed_with_it(fake_llm, settings, transport):
+    """A Celery task's summary runs on a loop async_to_sync makes and shuts down for it."""
+    import asyncio
+
+    from asgiref.sync import async_to_sync
+
+    from bots.llm import clients
+
+    settings.LLM_HTTP_CLIENT = transport
+    fake_llm.openai.enqueue(Script(text="Summarised."))
+    seen = {}
+
+    async def call():
+        seen["loop"], seen["client"] = asyncio.get_running_loop(), openai_client()
+        return await collect(request())
+
+    _, result = async_to_sync(call)()
+
+    assert result.text == "Summarised."
+    assert seen["client"].is_closed()
+    assert seen["loop"] not in clients._clients
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_each_transport_streams_each_provider(llm, settings, transport, provider):
+    settings.LLM_HTTP_CLIENT = transport
+    settings.LLM_PROVIDERS = [provider]
+    getattr(llm, provider).enqueue(Script(text="Refunds take up to 14 days [1].", tokens_per_second=200))
+
+    events, result = await collect(request())
+
+    assert deltas(events) == result.text == "Refunds take up to 14 days [1]."
+    assert len([e for e in events if isinstance(e, TextDelta)]) == 7
+    assert result.providers == [provider]
+    assert result.usage[0].output_tokens > 0
+
+
 # --- failures before the first token -------------------------------------------------
 @pytest.mark.parametrize("failure", ["server_error", "overloaded"])
 async def test_openai_server_failure_moves_to_anthropic_without_showing_anything(llm, failure):
@@ -376,9 +431,11 @@ async def test_no_first_token_in_time_moves_on_and_hangs_up(llm, fast_timeouts, 
     assert await llm.until(lambda: hung.client_disconnected, timeout=2)
 
 
-async def test_connection_refused_moves_on(llm, settings):
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_connection_refused_moves_on(llm, settings, transport):
     import socket
 
+    settings.LLM_HTTP_CLIENT = transport
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         free_port = sock.getsockname()[1]

@@ -447,6 +447,10 @@ OPENAI_MAX_TOKENS_PARAM = env("OPENAI_MAX_TOKENS_PARAM", default="")
 ANTHROPIC_API_KEY = env("ANTHROPIC_API_KEY", default="")
 ANTHROPIC_BASE_URL = env("ANTHROPIC_BASE_URL", default="")
 ANTHROPIC_MODEL = env("ANTHROPIC_MODEL", default="claude-haiku-4-5")
+# The SDKs' HTTP transport for model calls: "aiohttp" (its C parser reads a streamed
+# answer for about a fifth less of the server's CPU than the SDKs' default, httpx over
+# anyio: bench/streaming.py) or "httpx".
+LLM_HTTP_CLIENT = env("LLM_HTTP_CLIENT", default="aiohttp")
 # Seconds. The SDKs default to 600 s; a visitor will not wait that long, and the
 # next provider can answer instead.
 LLM_CONNECT_TIMEOUT = env.float("LLM_CONNECT_TIMEOUT", default=5.0)

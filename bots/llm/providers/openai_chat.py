@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
+import aiohttp
 import httpx2
 import openai
 from django.conf import settings
@@ -248,7 +249,7 @@ def _tool_calls(partial_calls: dict[int, dict]) -> tuple[list[ToolCall], frozens
 
 def classify(exc: openai.APIError) -> ProviderError:
     if isinstance(exc, openai.APITimeoutError):
-        return ProviderError("timed out", retryable=True)
+        return ProviderError("connection failed" if _refused(exc) else "timed out", retryable=True)
     if isinstance(exc, openai.APIConnectionError):
         return ProviderError("connection failed", retryable=True)
     code = exc.code or ""
@@ -269,3 +270,17 @@ def classify(exc: openai.APIError) -> ProviderError:
             return ProviderError(f"server error ({status})", retryable=True)
         return ProviderError(f"request refused ({status}{': ' + code if code else ''})", retryable=False)
     return ProviderError(f"error: {exc.message}"[:300], retryable=True)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a "timeout" was a connection that failed at once (refused, unreachable).
+
+    The SDK's aiohttp transport reports every aiohttp connection error as a connect
+    timeout; the error it wraps says what happened.
+    """
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, aiohttp.ClientConnectorError):
+            return True
+        cause = cause.__cause__
+    return False
