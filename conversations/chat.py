@@ -35,6 +35,7 @@ from chatbase.core.deferred import enqueue
 from chatbase.core.errors import ChatbaseError, Unavailable
 from chatbase.core.models import User
 from conversations import selectors, services
+from conversations.admission import PrepareSlot, prepare_slot
 from conversations.budgets import budget_check, budget_record
 from conversations.models import Conversation, Message
 
@@ -370,35 +371,48 @@ def _record_metrics(result: ChatResult, *, started: float, first: float | None) 
 
 
 async def answer_stream(
-    *, conversation: Conversation, owner: User | None = None, context: TurnContext | None = None
+    *,
+    conversation: Conversation,
+    owner: User | None = None,
+    context: TurnContext | None = None,
+    slot: PrepareSlot | None = None,
 ) -> AsyncIterator[AnswerDelta | AnswerDone]:
     """Answer the conversation's latest user message, streaming.
 
     `context`: the turn's context, if the caller read it with the message
     (`message_user_add_and_prepare`); otherwise it is read here.
+    `slot`: the caller's preparation slot (conversations/admission.py), if it took one
+    before storing the message; otherwise one is waited for here. Either way it is
+    given back before the model is called.
 
     Cancelling the consumer (the visitor left) closes the model's request and keeps
     the partial answer, marked incomplete. Raises Unavailable when no provider could
     say anything; the user's message is already stored either way.
     """
-    if context is None:
-        started = time.monotonic()
-        context = await db_call(turn_context)(conversation_id=conversation.pk, owner=owner)
-    else:
-        started = context.started
-    bot = context.conversation.bot
     try:
-        # Awaited here, not on a database thread: the few threads the chat has for the
-        # database must not sit waiting for an embedding (a remote one takes 100s of ms).
-        results = (
-            await bot_selectors.chunk_search_async(bot=bot, query=context.query, k=retrieval_k(bot))
-            if context.searches
-            else []
-        )
-        turn = turn_build(context=context, results=results)
-    except BaseException:  # the search failed, or the visitor left while it ran
-        await asyncio.shield(db_call(services.message_assistant_discard)(message=context.answer))
-        raise
+        if slot is None:
+            slot = await prepare_slot()
+        if context is None:
+            started = time.monotonic()
+            context = await db_call(turn_context)(conversation_id=conversation.pk, owner=owner)
+        else:
+            started = context.started
+        bot = context.conversation.bot
+        try:
+            # Awaited here, not on a database thread: the few threads the chat has for the
+            # database must not sit waiting for an embedding (a remote one takes 100s of ms).
+            results = (
+                await bot_selectors.chunk_search_async(bot=bot, query=context.query, k=retrieval_k(bot))
+                if context.searches
+                else []
+            )
+            turn = turn_build(context=context, results=results)
+        except BaseException:  # the search failed, or the visitor left while it ran
+            await asyncio.shield(db_call(services.message_assistant_discard)(message=context.answer))
+            raise
+    finally:
+        if slot is not None:
+            slot.release()
     parts: list[str] = []
     first: float | None = None
     result: ChatResult | None = None

@@ -23,6 +23,7 @@ from chatbase.core.db import after_reply_call, db_call
 from chatbase.core.errors import ChatbaseError, RateLimited, ValidationFailed
 from chatbase.core.ratelimit import Rate, arate_limit_hit, arate_limits_hit
 from conversations import selectors, services
+from conversations.admission import PrepareSlot, prepare_slot
 from conversations.chat import (
     AnswerDelta,
     AnswerDone,
@@ -81,11 +82,11 @@ def public_sources(sources: list[dict]) -> list[dict]:
 
 
 async def answer_frames(
-    *, conversation: Conversation, context: TurnContext | None = None
+    *, conversation: Conversation, context: TurnContext | None = None, slot: PrepareSlot | None = None
 ) -> AsyncIterator[tuple[dict, Message | None]]:
     """One streamed answer as websocket frames: `answer.delta`s, then `answer.done` with
     the stored message (shared by the chat and matchmaking sockets)."""
-    async for event in answer_stream(conversation=conversation, context=context):
+    async for event in answer_stream(conversation=conversation, context=context, slot=slot):
         if isinstance(event, AnswerDelta):
             yield {"type": "answer.delta", "message_id": event.message_id, "delta": event.text}, None
         elif isinstance(event, AnswerDone):
@@ -232,6 +233,18 @@ class ChatConsumer(JsonConsumer):
             (f"chat-visitor:{self.bot.pk}:{self.visitor_id}", Rate.parse(settings.CHAT_RATE_PER_VISITOR)),
             (f"chat-ip:{self.ip}", Rate.parse(settings.CHAT_RATE_PER_IP)),
         )
+        # Under a burst of questions, this one waits its turn here rather than stall
+        # the answers already streaming (conversations/admission.py).
+        slot = await prepare_slot()
+        handed_over = False
+        try:
+            handed_over = await self._message_send(text, client_id, slot)
+        finally:
+            if not handed_over:
+                slot.release()
+
+    async def _message_send(self, text, client_id, slot: PrepareSlot) -> bool:
+        """Store and answer the message; True if its answer took `slot` over."""
         prefetch_retrieval(bot=self.bot, text=text, previous=self.last_user_text)
         # The message's lead detection waits for its answer's first token (_answer):
         # run inside the store, it stood between the message and that token.
@@ -257,11 +270,18 @@ class ChatConsumer(JsonConsumer):
             raise
         if not stored.created:
             # A resend after a reconnect: it was answered (or is being answered) already.
+            slot.release()
             await self._run_held(until_first_token)
-            return
-        task = asyncio.create_task(self._answer(until_first_token, context))
+            return False
+        # Without its context, it waits for the answer in progress (or reads the context
+        # again): the slot is not held meanwhile; answer_stream takes one when it starts.
+        handed_over = context is not None
+        if not handed_over:
+            slot.release()
+        task = asyncio.create_task(self._answer(until_first_token, context, slot if handed_over else None))
         self.answer_tasks.add(task)
         task.add_done_callback(self.answer_tasks.discard)
+        return handed_over
 
     async def handle_lead_submit(self, content):
         """The widget's lead form: {email, name, phone, consent?} (any subset) -> lead.saved."""
@@ -318,7 +338,9 @@ class ChatConsumer(JsonConsumer):
         except Exception:
             logger.exception("Work held for the first token of conversation %s failed", self.conversation.pk)
 
-    async def _answer(self, until_first_token: deferred.Held, context: TurnContext | None = None):
+    async def _answer(
+        self, until_first_token: deferred.Held, context: TurnContext | None = None, slot: PrepareSlot | None = None
+    ):
         held = deferred.Held()  # in-process tasks the answer sends (the rolling summary), run after it
         side: asyncio.Task | None = None  # what waited for the first token, running beside the answer
         try:
@@ -326,7 +348,7 @@ class ChatConsumer(JsonConsumer):
             async with self.answer_lock:
                 try:
                     with deferred.held_until_reply(held):
-                        async for frame, _ in answer_frames(conversation=self.conversation, context=context):
+                        async for frame, _ in answer_frames(conversation=self.conversation, context=context, slot=slot):
                             if frame["type"] == "answer.done":
                                 # Done by now as a rule (it ran while the answer streamed);
                                 # awaited so that what it found is there once the answer is.
@@ -343,6 +365,8 @@ class ChatConsumer(JsonConsumer):
                     logger.exception("Answering in conversation %s failed", self.conversation.pk)
                     await self.send_error(exc)
         finally:
+            if slot is not None:  # answer_stream gives it back; not if it never started
+                slot.release()
             try:
                 # No first token (refused, failed, or the visitor left before it): run it now.
                 await _uncancelled(side if side is not None else self._run_held(until_first_token))

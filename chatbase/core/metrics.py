@@ -43,6 +43,17 @@ llm_first_token = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 
+chat_prepare_waiting = Gauge(
+    "chatbase_chat_prepare_waiting",
+    "Questions waiting for a preparation slot (CHAT_PREPARE_CONCURRENCY).",
+    multiprocess_mode="livesum",
+)
+chat_prepare_wait = Histogram(
+    "chatbase_chat_prepare_wait_seconds",
+    "How long a question that found every preparation slot taken waited for one.",
+    buckets=_LATENCY_BUCKETS,
+)
+
 retrieval_latency = Histogram(
     "chatbase_retrieval_seconds", "Knowledge search latency, by mode.", ["mode"], buckets=_FAST_BUCKETS
 )

@@ -496,6 +496,11 @@ CHAT_CONNECT_RATE_PER_IP = env("CHAT_CONNECT_RATE_PER_IP", default="30/min")
 # connection while it runs). Few on purpose: the work is Python under one GIL, so more
 # threads add no throughput, only contention with the event loop that relays tokens.
 CHAT_DB_THREADS = env.int("CHAT_DB_THREADS", default=2)
+# Questions each process prepares at once (store, embed, search, read the turn); the
+# rest wait their turn, so that a burst of questions does not stall the answers already
+# streaming (conversations/admission.py). Raise it when the embedder or the database
+# is remote: their round trips hold a slot. 0: no limit.
+CHAT_PREPARE_CONCURRENCY = env.int("CHAT_PREPARE_CONCURRENCY", default=2)
 VISITOR_TOKEN_MAX_AGE_DAYS = env.int("VISITOR_TOKEN_MAX_AGE_DAYS", default=180)
 # Messages of the visitor's conversation sent back in session.ready.
 CHAT_SESSION_HISTORY_MESSAGES = env.int("CHAT_SESSION_HISTORY_MESSAGES", default=50)
