@@ -250,12 +250,14 @@ class ChatConsumer(JsonConsumer):
         # run inside the store, it stood between the message and that token.
         until_first_token = deferred.Held()
         context = None
+        # No answer in progress: this one starts at once, and keeps the slot.
+        prepare = not self.answer_tasks
         try:
             with deferred.held_until_reply(until_first_token):
                 # With no answer in progress, the answer's context is read with the
                 # message: one trip to a database thread instead of two. Beside one, it
                 # is read once that answer is done, so that it includes it.
-                stored, context = await self._store(text, client_id, prepare=not self.answer_tasks)
+                stored, context = await self._store(text, client_id, prepare=prepare)
             self.last_user_text = stored.message.text
             await self.send_json(
                 {"type": "message.ack", "client_id": client_id or None, "message_id": stored.message.pk}
@@ -273,15 +275,17 @@ class ChatConsumer(JsonConsumer):
             slot.release()
             await self._run_held(until_first_token)
             return False
-        # Without its context, it waits for the answer in progress (or reads the context
-        # again): the slot is not held meanwhile; answer_stream takes one when it starts.
-        handed_over = context is not None
-        if not handed_over:
+        # Behind an answer in progress, it would hold the slot through that answer's
+        # stream: it is given back, and answer_stream takes one when this one starts.
+        if not prepare:
             slot.release()
-        task = asyncio.create_task(self._answer(until_first_token, context, slot if handed_over else None))
+        task = asyncio.create_task(self._answer(until_first_token, context, slot if prepare else None))
         self.answer_tasks.add(task)
         task.add_done_callback(self.answer_tasks.discard)
-        return handed_over
+        if prepare:
+            # Released by the answer; also if the task ends before its first step.
+            task.add_done_callback(lambda _: slot.release())
+        return prepare
 
     async def handle_lead_submit(self, content):
         """The widget's lead form: {email, name, phone, consent?} (any subset) -> lead.saved."""

@@ -113,7 +113,9 @@ async def _close(per_loop: dict) -> None:
         await client.close()
 
 
-_GUARD = object()  # the key of a loop's _close_with_loop generator in its client dict
+# A loop's client dict also holds its _close_with_loop generator, under this key:
+# the loop itself holds its generators only weakly.
+_GUARD = object()
 
 
 def _close_with_loop(loop: asyncio.AbstractEventLoop, per_loop: dict) -> None:
@@ -126,15 +128,20 @@ def _close_with_loop(loop: asyncio.AbstractEventLoop, per_loop: dict) -> None:
     the async generators still open on it (loop.shutdown_asyncgens): this one closes
     the clients. Daphne's loop lives as long as the process and is never shut down.
     """
+    loop_ref = weakref.ref(loop)  # not the loop itself: this sits in the loop's own entry
 
     async def lifetime():
         try:
             yield
         finally:
-            await _close(_clients.pop(loop, per_loop))
+            # Only its own dict: after aclose_clients the loop may have a new one in use.
+            owner = loop_ref()
+            if owner is not None and _clients.get(owner) is per_loop:
+                del _clients[owner]
+            await _close(per_loop)
 
     guard = lifetime()
-    per_loop[_GUARD] = guard  # the loop holds its generators weakly
+    per_loop[_GUARD] = guard
     # Run it to its `yield` now, on this loop (the loop registers it as it starts):
     # the body up to there is synchronous, so one step does it.
     with contextlib.suppress(StopIteration):

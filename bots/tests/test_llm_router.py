@@ -249,6 +249,53 @@ async def test_sdk_clients_stream_over_aiohttp_unless_told_otherwise(llm, settin
         openai_client()
 
 
+async def test_clients_made_after_aclose_clients_stay_open(llm):
+    """The closed clients' guard, collected, must not close what the loop uses next."""
+    import asyncio
+    import gc
+
+    first = openai_client()
+    await aclose_clients()
+    assert first.is_closed()
+    second = openai_client()
+    gc.collect()
+    for _ in range(5):
+        await asyncio.sleep(0)  # the collected guard's aclose() runs on the loop
+    assert not second.is_closed()
+    assert openai_client() is second
+    _, result = await collect(request())
+    assert result.providers == ["openai"]
+
+
+@pytest.mark.parametrize(
+    ("cause", "reason"),
+    [
+        ("ClientConnectorError", "connection failed"),
+        ("ServerDisconnectedError", "connection failed"),
+        ("ConnectionTimeoutError", "timed out"),
+        (None, "timed out"),
+    ],
+)
+def test_an_openai_timeout_says_what_the_aiohttp_transport_wrapped(cause, reason):
+    """The openai SDK's aiohttp transport turns every aiohttp connection error into a
+    ConnectTimeout; the provider reports what really happened."""
+    import aiohttp
+    import httpx2
+    import openai
+
+    from bots.llm.providers.openai_chat import classify
+
+    request_ = httpx2.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    exc = openai.APITimeoutError(request=request_)
+    exc.__cause__ = httpx2.ConnectTimeout("mapped by the transport")
+    if cause == "ClientConnectorError":
+        os_error = ConnectionRefusedError(111, "Connection refused")
+        exc.__cause__.__cause__ = aiohttp.ClientConnectorError(None, os_error)
+    elif cause is not None:
+        exc.__cause__.__cause__ = getattr(aiohttp, cause)()
+    assert classify(exc).reason == reason
+
+
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 def test_clients_of_a_loop_made_for_one_call_are_closed_with_it(fake_llm, settings, transport):
     """A Celery task's summary runs on a loop async_to_sync makes and shuts down for it."""

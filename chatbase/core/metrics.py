@@ -53,6 +53,10 @@ chat_prepare_wait = Histogram(
     "How long a question that found every preparation slot taken waited for one.",
     buckets=_LATENCY_BUCKETS,
 )
+chat_prepare_overdue = Counter(
+    "chatbase_chat_prepare_overdue",
+    "Questions that went ahead without a preparation slot after waiting the longest allowed.",
+)
 
 retrieval_latency = Histogram(
     "chatbase_retrieval_seconds", "Knowledge search latency, by mode.", ["mode"], buckets=_FAST_BUCKETS

@@ -10,12 +10,24 @@ import pytest
 from prometheus_client import REGISTRY
 
 from chatbase.testing.fake_llm import Script
+from conversations import admission
 from conversations.admission import prepare_slot
 from conversations.tests.test_chat_consumer import connect, receive_until
 
 
 def waiting() -> float:
     return REGISTRY.get_sample_value("chatbase_chat_prepare_waiting") or 0.0
+
+
+@pytest.fixture(autouse=True)
+async def every_slot_given_back(settings):
+    """Whatever a test did (answers refused, failed, cut off), no slot stays taken."""
+    yield
+    await asyncio.sleep(0.1)  # answer tasks finishing after the sockets closed
+    known = admission._semaphores.get(asyncio.get_running_loop())
+    if known is not None:
+        limit, semaphore = known
+        assert semaphore._value == limit, f"{limit - semaphore._value} slot(s) never given back"
 
 
 async def test_at_most_the_limit_are_prepared_at_once_in_arrival_order(settings):
@@ -59,6 +71,19 @@ async def test_a_waiter_cancelled_takes_no_slot(settings):
     gone.cancel()
     with pytest.raises(asyncio.CancelledError):
         await gone
+    held.release()
+    (await asyncio.wait_for(prepare_slot(), 1)).release()
+
+
+async def test_a_question_waiting_too_long_goes_ahead_without_a_slot(settings, monkeypatch):
+    settings.CHAT_PREPARE_CONCURRENCY = 1
+    monkeypatch.setattr(admission, "MAX_WAIT_SECONDS", 0.05)
+    overdue = REGISTRY.get_sample_value("chatbase_chat_prepare_overdue_total") or 0.0
+    held = await prepare_slot()
+    late = await asyncio.wait_for(prepare_slot(), 1)
+    assert held.held and not late.held
+    late.release()  # nothing to give back
+    assert REGISTRY.get_sample_value("chatbase_chat_prepare_overdue_total") == overdue + 1
     held.release()
     (await asyncio.wait_for(prepare_slot(), 1)).release()
 

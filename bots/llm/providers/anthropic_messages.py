@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
+import aiohttp
 import anthropic
 import httpx2
 from django.conf import settings
@@ -78,7 +79,7 @@ class AnthropicProvider(Provider):
                     retry_immediately=True,
                 ) from exc
             raise classify(exc) from exc
-        except (anthropic.APIError, httpx2.HTTPError) as exc:
+        except (anthropic.APIError, httpx2.HTTPError, aiohttp.ClientError) as exc:
             # Broken after the stop reason: the answer is whole.
             if turn.stop_reason is None:
                 if isinstance(exc, anthropic.APIError):

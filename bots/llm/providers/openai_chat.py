@@ -90,7 +90,7 @@ class OpenAIProvider(Provider):
                     f"model refused a parameter; adapted: {exc.message}"[:300], retryable=True, retry_immediately=True
                 ) from exc
             raise classify(exc) from exc
-        except (openai.APIError, httpx2.HTTPError) as exc:
+        except (openai.APIError, httpx2.HTTPError, aiohttp.ClientError) as exc:
             # Broken after the finish reason: the answer is whole, only its usage is lost.
             if finish_reason is None:
                 if isinstance(exc, openai.APIError):
@@ -249,7 +249,7 @@ def _tool_calls(partial_calls: dict[int, dict]) -> tuple[list[ToolCall], frozens
 
 def classify(exc: openai.APIError) -> ProviderError:
     if isinstance(exc, openai.APITimeoutError):
-        return ProviderError("connection failed" if _refused(exc) else "timed out", retryable=True)
+        return ProviderError("connection failed" if _connection_failed(exc) else "timed out", retryable=True)
     if isinstance(exc, openai.APIConnectionError):
         return ProviderError("connection failed", retryable=True)
     code = exc.code or ""
@@ -272,15 +272,17 @@ def classify(exc: openai.APIError) -> ProviderError:
     return ProviderError(f"error: {exc.message}"[:300], retryable=True)
 
 
-def _refused(exc: BaseException) -> bool:
-    """Whether a "timeout" was a connection that failed at once (refused, unreachable).
+def _connection_failed(exc: BaseException) -> bool:
+    """Whether a "timeout" was a connection that failed (refused, unreachable, reset).
 
-    The SDK's aiohttp transport reports every aiohttp connection error as a connect
-    timeout; the error it wraps says what happened.
+    The openai SDK's aiohttp transport reports every aiohttp connection error as a
+    connect timeout (the anthropic one does not); the error it wraps says what happened.
     """
     cause = exc.__cause__
     while cause is not None:
-        if isinstance(cause, aiohttp.ClientConnectorError):
+        if isinstance(cause, aiohttp.ServerTimeoutError):
+            return False
+        if isinstance(cause, aiohttp.ClientConnectionError):
             return True
         cause = cause.__cause__
     return False
