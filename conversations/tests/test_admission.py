@@ -115,7 +115,7 @@ async def test_a_slot_is_given_back_before_the_model_is_called(shop_bot, llm, se
 @pytest.mark.django_db(transaction=True)
 async def test_a_message_waiting_for_its_sockets_answer_holds_no_slot(shop_bot, llm, settings):
     settings.CHAT_PREPARE_CONCURRENCY = 1
-    slow = Script(text=" ".join(f"word{i}" for i in range(40)), tokens_per_second=8)  # 5 s of streaming
+    slow = Script(text=" ".join(f"word{i}" for i in range(80)), tokens_per_second=10)  # 8 s of streaming
     llm.openai.enqueue(slow, Script(text="Two working days."), Script(text="And the second answer."))
     busy, _ = await connect(shop_bot, ip="203.0.113.12")
     await busy.send_json_to({"type": "message.send", "text": "Tell me everything."})
@@ -128,7 +128,7 @@ async def test_a_message_waiting_for_its_sockets_answer_holds_no_slot(shop_bot, 
 
     other, _ = await connect(shop_bot, ip="203.0.113.13")
     await other.send_json_to({"type": "message.send", "text": "When do orders ship?"})
-    frames = await receive_until(other, "answer.done", timeout=3)
+    frames = await receive_until(other, "answer.done", timeout=5)
     assert frames[-1]["type"] == "answer.done" and frames[-1]["text"] == "Two working days."
 
     # The first answer goes on to its end, then the waiting message is answered.
