@@ -534,6 +534,43 @@ async def test_openai_cut_mid_answer_is_continued_by_anthropic_with_a_prefill(ll
     assert continued[-2]["role"] == "user"
 
 
+@pytest.mark.parametrize(("broken", "other"), [("openai", "anthropic"), ("anthropic", "openai")])
+async def test_an_aiohttp_error_mid_answer_is_a_broken_stream_the_next_provider_continues(
+    llm, settings, monkeypatch, broken, other
+):
+    """An aiohttp error its SDK's transport does not translate to an httpx one still
+    ends only this provider's stream, not the answer."""
+    import importlib
+
+    import aiohttp
+
+    transport = importlib.import_module(f"{broken}._vendor.httpx_aiohttp.transport")
+    real_iter = transport.AiohttpResponseStream.__aiter__
+
+    async def breaks_after_four_reads(self):
+        reads = 0
+        async for chunk in real_iter(self):
+            yield chunk
+            reads += 1
+            if reads == 4:
+                raise aiohttp.ClientError("connection lost mid-body")
+
+    monkeypatch.setattr(transport.AiohttpResponseStream, "__aiter__", breaks_after_four_reads)
+    settings.LLM_PROVIDERS = [broken, other]
+    words = " ".join(f"w{i}" for i in range(30))
+    getattr(llm, broken).enqueue(Script(text=words, tokens_per_second=100))
+    getattr(llm, other).enqueue(Script(text="and the rest."))
+
+    events, result = await collect(request())
+
+    (failed,) = failures(events)
+    assert (failed.provider, failed.mid_stream) == (broken, True)
+    assert failed.reason == "stream broken: ClientError"
+    assert isinstance(events[0], TextDelta) and events.index(failed) > 0
+    assert result.providers == [broken, other]
+    assert result.text.endswith("and the rest.")
+
+
 async def test_a_model_that_refuses_prefills_is_asked_to_continue_by_instruction(llm, settings):
     settings.ANTHROPIC_MODEL = "claude-without-prefill"
     refusal = {"type": "error", "error": {"type": "invalid_request_error", "message": "Prefill is not supported."}}
