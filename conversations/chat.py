@@ -175,7 +175,12 @@ def _explicit_template(conversation: Conversation) -> str | None:
 
 
 def turn_context(
-    *, conversation_id: int, owner: User | None = None, latest: Message | None = None, answer: Message | None = None
+    *,
+    conversation_id: int,
+    owner: User | None = None,
+    latest: Message | None = None,
+    answer: Message | None = None,
+    started: float | None = None,
 ) -> TurnContext:
     """The conversation, its history window, its personality and the answer's row (a
     database thread; the one database trip between the stored message and the model).
@@ -183,8 +188,11 @@ def turn_context(
     `latest`: the user message the caller stored just now. When it is the
     conversation's first, it is the whole window, which is then not read again.
     `answer`: the answer's row, if the caller created it with that message.
+    `started`: when the question arrived (time.monotonic()), if before this call: the
+    answer's latency and first-token time count from then, a wait for a preparation
+    slot included.
     """
-    started = time.monotonic()
+    started = time.monotonic() if started is None else started
     conversation = Conversation.objects.select_related("bot").get(pk=conversation_id)
     # Before any spending: the user's message is stored; the answer is what is refused.
     budget_check(conversation=conversation)
@@ -209,7 +217,12 @@ def turn_context(
 
 
 def message_user_add_and_prepare(
-    *, conversation: Conversation, text: object, client_id: object = "", owner: User | None = None
+    *,
+    conversation: Conversation,
+    text: object,
+    client_id: object = "",
+    owner: User | None = None,
+    started: float | None = None,
 ) -> tuple[services.StoredMessage, TurnContext | None]:
     """Store the user's message (committed first, as always) with its answer's row,
     then read the answer's context in the same database thread call: the answer no
@@ -226,7 +239,7 @@ def message_user_add_and_prepare(
         return stored, None
     try:
         context = turn_context(
-            conversation_id=conversation.pk, owner=owner, latest=stored.message, answer=stored.answer
+            conversation_id=conversation.pk, owner=owner, latest=stored.message, answer=stored.answer, started=started
         )
     except ChatbaseError:  # a refusal (a spent budget): answer_stream reports it
         pass
@@ -390,11 +403,11 @@ async def answer_stream(
     say anything; the user's message is already stored either way.
     """
     try:
+        started = time.monotonic()  # a wait for a slot counts in the answer's timings
         if slot is None:
             slot = await prepare_slot()
         if context is None:
-            started = time.monotonic()
-            context = await db_call(turn_context)(conversation_id=conversation.pk, owner=owner)
+            context = await db_call(turn_context)(conversation_id=conversation.pk, owner=owner, started=started)
         else:
             started = context.started
         bot = context.conversation.bot

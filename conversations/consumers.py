@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs
 
@@ -235,15 +236,16 @@ class ChatConsumer(JsonConsumer):
         )
         # Under a burst of questions, this one waits its turn here rather than stall
         # the answers already streaming (conversations/admission.py).
+        arrived = time.monotonic()
         slot = await prepare_slot()
         handed_over = False
         try:
-            handed_over = await self._message_send(text, client_id, slot)
+            handed_over = await self._message_send(text, client_id, slot, arrived)
         finally:
             if not handed_over:
                 slot.release()
 
-    async def _message_send(self, text, client_id, slot: PrepareSlot) -> bool:
+    async def _message_send(self, text, client_id, slot: PrepareSlot, arrived: float) -> bool:
         """Store and answer the message; True if its answer took `slot` over."""
         prefetch_retrieval(bot=self.bot, text=text, previous=self.last_user_text)
         # The message's lead detection waits for its answer's first token (_answer):
@@ -257,7 +259,7 @@ class ChatConsumer(JsonConsumer):
                 # With no answer in progress, the answer's context is read with the
                 # message: one trip to a database thread instead of two. Beside one, it
                 # is read once that answer is done, so that it includes it.
-                stored, context = await self._store(text, client_id, prepare=prepare)
+                stored, context = await self._store(text, client_id, prepare=prepare, arrived=arrived)
             self.last_user_text = stored.message.text
             await self.send_json(
                 {"type": "message.ack", "client_id": client_id or None, "message_id": stored.message.pk}
@@ -282,9 +284,6 @@ class ChatConsumer(JsonConsumer):
         task = asyncio.create_task(self._answer(until_first_token, context, slot if prepare else None))
         self.answer_tasks.add(task)
         task.add_done_callback(self.answer_tasks.discard)
-        if prepare:
-            # Released by the answer; also if the task ends before its first step.
-            task.add_done_callback(lambda _: slot.release())
         return prepare
 
     async def handle_lead_submit(self, content):
@@ -308,12 +307,16 @@ class ChatConsumer(JsonConsumer):
             )
         await self.send_json({"type": "lead.saved", "lead_id": lead.pk})
 
-    async def _store(self, text, client_id, *, prepare: bool) -> tuple[services.StoredMessage, TurnContext | None]:
+    async def _store(
+        self, text, client_id, *, prepare: bool, arrived: float
+    ) -> tuple[services.StoredMessage, TurnContext | None]:
         """The stored message, and its answer's context if `prepare` (and it could be read)."""
 
         def store():
             if prepare:
-                return message_user_add_and_prepare(conversation=self.conversation, text=text, client_id=client_id)
+                return message_user_add_and_prepare(
+                    conversation=self.conversation, text=text, client_id=client_id, started=arrived
+                )
             return services.message_user_add(conversation=self.conversation, text=text, client_id=client_id), None
 
         try:
@@ -345,6 +348,7 @@ class ChatConsumer(JsonConsumer):
     async def _answer(
         self, until_first_token: deferred.Held, context: TurnContext | None = None, slot: PrepareSlot | None = None
     ):
+        # `slot` is answer_stream's to give back: nothing here may await before it starts.
         held = deferred.Held()  # in-process tasks the answer sends (the rolling summary), run after it
         side: asyncio.Task | None = None  # what waited for the first token, running beside the answer
         try:
@@ -369,8 +373,6 @@ class ChatConsumer(JsonConsumer):
                     logger.exception("Answering in conversation %s failed", self.conversation.pk)
                     await self.send_error(exc)
         finally:
-            if slot is not None:  # answer_stream gives it back; not if it never started
-                slot.release()
             try:
                 # No first token (refused, failed, or the visitor left before it): run it now.
                 await _uncancelled(side if side is not None else self._run_held(until_first_token))

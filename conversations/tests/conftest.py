@@ -1,3 +1,5 @@
+import asyncio
+
 import pytest
 
 from bots.llm.clients import aclose_clients
@@ -25,3 +27,21 @@ async def llm(fake_llm):
     """The fake model server; the SDK clients of this test's event loop are closed after."""
     yield fake_llm
     await aclose_clients()
+
+
+@pytest.fixture(autouse=True)
+async def every_prepare_slot_given_back():
+    """Whatever a test did (answers refused, failed, cut off, sockets closed), no
+    preparation slot (conversations/admission.py) stays taken on its loop."""
+    from conversations import admission
+
+    yield
+    known = admission._semaphores.get(asyncio.get_running_loop())
+    if known is None:
+        return
+    limit, semaphore = known
+    for _ in range(100):  # answer tasks may still be finishing after their socket closed
+        if semaphore._value == limit:
+            return
+        await asyncio.sleep(0.02)
+    pytest.fail(f"{limit - semaphore._value} preparation slot(s) never given back")

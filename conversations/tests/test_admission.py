@@ -19,17 +19,6 @@ def waiting() -> float:
     return REGISTRY.get_sample_value("chatbase_chat_prepare_waiting") or 0.0
 
 
-@pytest.fixture(autouse=True)
-async def every_slot_given_back(settings):
-    """Whatever a test did (answers refused, failed, cut off), no slot stays taken."""
-    yield
-    await asyncio.sleep(0.1)  # answer tasks finishing after the sockets closed
-    known = admission._semaphores.get(asyncio.get_running_loop())
-    if known is not None:
-        limit, semaphore = known
-        assert semaphore._value == limit, f"{limit - semaphore._value} slot(s) never given back"
-
-
 async def test_at_most_the_limit_are_prepared_at_once_in_arrival_order(settings):
     settings.CHAT_PREPARE_CONCURRENCY = 2
     first, second = await prepare_slot(), await prepare_slot()
@@ -154,3 +143,25 @@ async def test_a_burst_beyond_the_limit_is_answered_in_full(shop_bot, llm, setti
         answers.add(frames[-1]["text"])
         await comm.disconnect()
     assert answers == {f"Answer {i}." for i in range(6)}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_wait_for_a_slot_counts_in_the_answers_first_token_time(shop_bot, llm, settings):
+    """The stored timings (and the first-token metric) start when the question came."""
+    from channels.db import database_sync_to_async
+
+    from conversations.models import Message
+
+    settings.CHAT_PREPARE_CONCURRENCY = 1
+    llm.openai.enqueue(Script(text="Two working days."))
+    comm, _ = await connect(shop_bot, ip="203.0.113.30")
+    taken = await prepare_slot()
+    await comm.send_json_to({"type": "message.send", "text": "When do orders ship?"})
+    await asyncio.sleep(0.5)  # the question waits for the slot this test holds
+    taken.release()
+    frames = await receive_until(comm, "answer.done")
+    assert frames[-1]["type"] == "answer.done"
+    await comm.disconnect()
+
+    answer = await database_sync_to_async(Message.objects.get)(pk=frames[-1]["message_id"])
+    assert answer.first_token_ms >= 500 and answer.latency_ms >= 500
